@@ -1,0 +1,1 @@
+"""Function-style services (AWS Lambda handlers) that replace parts of the monolith."""

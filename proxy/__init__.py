@@ -1,0 +1,8 @@
+"""strangler: a gateway for Strangler Fig migrations."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("strangler")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

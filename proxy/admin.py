@@ -1,0 +1,89 @@
+"""The admin app (CONTRACT §4), served on its own port, never on the public one.
+
+It reads the same live snapshot as the gateway and never changes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.runtime import Runtime
+from proxy.table.compile import CompiledTable
+from proxy.table.model import WEIGHT_SCALE, Backend, Sticky
+
+
+def create_admin(runtime: Runtime) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if runtime.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready", "version": runtime.table.version})
+
+    async def routes(request: Request) -> Response:
+        return JSONResponse(describe_table(runtime.table))
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/routes", routes, methods=["GET"]),
+        ]
+    )
+
+
+def describe_table(table: CompiledTable) -> dict[str, Any]:
+    """The active table as JSON: routes in the order they are tried, and the backends."""
+    loaded = datetime.datetime.fromtimestamp(table.loaded_at, datetime.UTC)
+    return {
+        "version": table.version,
+        "source": table.model.source,
+        "loaded_at": loaded.isoformat().replace("+00:00", "Z"),
+        "routes": [
+            {
+                "name": route.name,
+                "path": route.pattern.text,
+                "methods": sorted(route.methods) if route.methods is not None else None,
+                "host": route.host,
+                "headers": {n.decode(): v.decode() for n, v in route.headers},
+                "backends": [
+                    {"name": b.name, "kind": b.kind.value, "weight": w * 100 / WEIGHT_SCALE}
+                    for b, w in route.backends
+                ],
+                "sticky": _sticky(route.spec.sticky),
+                "line": route.spec.location.line,
+            }
+            for route in table.router.routes
+        ],
+        "backends": [
+            {
+                "name": name,
+                "kind": spec.kind.value,
+                "type": _target_type(spec),
+                "target": spec.url or spec.function or spec.lambda_url,
+                "timeout": spec.timeout,
+            }
+            for name, spec in table.model.backends.items()
+        ],
+    }
+
+
+def _target_type(spec: Backend) -> str:
+    if spec.url is not None:
+        return "url"
+    return "function" if spec.function is not None else "lambda"
+
+
+def _sticky(sticky: Sticky | None) -> dict[str, Any] | None:
+    if sticky is None:
+        return None
+    if sticky.cookie is not None:
+        return {"cookie": sticky.cookie, "set": sticky.set_cookie}
+    return {"header": sticky.header}

@@ -1,0 +1,138 @@
+"""The ``url:`` backend: forward a request to an HTTP upstream and stream the answer back.
+
+Bodies move as raw bytes both ways (no decompression, no buffering); the shared client is
+built by :func:`new_client` so that it adds no headers and keeps no cookies. httpx failures are
+translated here, and only here, into the gateway's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import logging
+import re
+
+import httpx
+
+from proxy.asgi import Send
+from proxy.backends.base import ProxyRequest
+from proxy.errors import StreamAborted, UpstreamTimeout, UpstreamUnavailable
+from proxy.headers import client_response_headers
+from proxy.table import model
+
+log = logging.getLogger("strangler.backend")
+
+# Bytes a query string may not carry unencoded on the wire to the upstream. Everything else is
+# passed exactly as the client sent it.
+_QUERY_UNSAFE = re.compile(rb"[\x00-\x20\x7f-\xff#]")
+
+
+def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The process's shared upstream client.
+
+    No default headers (httpx would add User-Agent, Accept and Accept-Encoding), a cookie jar
+    that refuses every cookie (a shared jar would carry one user's session into another user's
+    requests), no redirects followed, and no proxy settings taken from the environment.
+    """
+    jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    client = httpx.AsyncClient(
+        transport=transport or httpx.AsyncHTTPTransport(retries=0),
+        cookies=jar,
+        follow_redirects=False,
+        trust_env=False,
+        timeout=None,
+    )
+    client.headers.clear()
+    return client
+
+
+class HttpBackend:
+    """An upstream reached at ``url`` (its path, if any, prefixes every forwarded path)."""
+
+    def __init__(self, spec: model.Backend, client: httpx.AsyncClient) -> None:
+        assert spec.url is not None
+        self.name = spec.name
+        self.kind = spec.kind
+        self.spec = spec
+        self._client = client
+        self._base = httpx.URL(spec.url)
+        self._base_path = self._base.path.rstrip("/")
+        self._timeout = spec.timeout
+        self._timeouts = {
+            "connect": spec.connect_timeout,
+            "read": spec.timeout,
+            "write": spec.timeout,
+            "pool": spec.timeout,
+        }
+
+    def target(self, path: str, query: bytes) -> httpx.URL:
+        """The upstream URL for a normalised path and the client's query.
+
+        Built by replacing parts of the parsed base URL rather than parsing a string, so the
+        request target can never name another host and the query is not re-encoded.
+        """
+        url = httpx.URL.__new__(httpx.URL)
+        url._uri_reference = self._base._uri_reference._replace(
+            path=self._base_path + path,
+            query=_query_text(query) if query else None,
+        )
+        return url
+
+    async def handle(self, request: ProxyRequest, send: Send) -> None:
+        upstream = httpx.Request(
+            request.method,
+            self.target(request.path, request.query),
+            headers=request.headers,
+            content=request.body,
+            extensions={"timeout": self._timeouts},
+        )
+        started = False
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.send(upstream, stream=True)
+                try:
+                    status = response.status_code
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": client_response_headers(
+                                response.headers.raw, request.request_id, status
+                            ),
+                        }
+                    )
+                    started = True
+                    async for chunk in response.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            if started:
+                raise StreamAborted(f"timeout after {self._timeout:g}s mid-response") from exc
+            raise UpstreamTimeout(
+                f"backend {self.name!r} did not answer within {self._timeout:g}s"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            if started:
+                raise StreamAborted(f"{type(exc).__name__} mid-response") from exc
+            raise UpstreamTimeout(
+                f"backend {self.name!r} did not answer in time",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from exc
+        except httpx.TransportError as exc:
+            if started:
+                raise StreamAborted(f"{type(exc).__name__} mid-response: {exc}") from exc
+            raise UpstreamUnavailable(
+                f"backend {self.name!r} is unavailable",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from exc
+
+    async def aclose(self) -> None:
+        """The shared client belongs to the app; nothing of its own to release."""
+
+
+def _query_text(query: bytes) -> str:
+    if _QUERY_UNSAFE.search(query) is None:
+        return query.decode("ascii")
+    return _QUERY_UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], query).decode("ascii")

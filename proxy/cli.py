@@ -1,0 +1,230 @@
+"""The ``strangler`` command line (CONTRACT §1): serve, check, explain, demo.
+
+Settings are resolved here once, from flags with environment fallbacks; a fatal problem is
+printed plainly and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+import uvloop
+
+from proxy import __version__
+from proxy.app import Application, create_app
+from proxy.offline import check_table, explain_request
+from proxy.server import Listener, ServerGroup
+from proxy.settings import (
+    DEFAULT_ADMIN_HOST,
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_CONFIG,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    Settings,
+    env_default,
+)
+from proxy.table.loader import TableError
+
+MONOLITH_PORT = 8081
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strangler",
+        description="A gateway for Strangler Fig migrations.",
+    )
+    parser.add_argument("--version", action="version", version=f"strangler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_flag(serve)
+    _serving_flags(serve, default_host=env_default("HOST", DEFAULT_HOST))
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="validate a routing table without serving")
+    _config_flag(check)
+    check.set_defaults(run=_check)
+
+    explain = commands.add_parser("explain", help="say which route and backend a request gets")
+    _config_flag(explain)
+    explain.add_argument("method", metavar="METHOD")
+    explain.add_argument("url", metavar="URL", help="a path (/products/7?x=1) or a full URL")
+    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
+                         help="a request header; repeat for more")
+    explain.set_defaults(run=_explain)
+
+    demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
+    _config_flag(demo)
+    _serving_flags(demo, default_host="127.0.0.1")
+    demo.add_argument("--monolith-port", type=int, default=MONOLITH_PORT)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=env_default("CONFIG", DEFAULT_CONFIG),
+                        help="the routing table (STRANGLER_CONFIG, default %(default)s)")
+
+
+def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
+    parser.add_argument("--host", default=default_host,
+                        help="public address (STRANGLER_HOST, default %(default)s)")
+    parser.add_argument("--port", type=int, default=int(env_default("PORT", str(DEFAULT_PORT))),
+                        help="public port (STRANGLER_PORT, default %(default)s)")
+    parser.add_argument("--admin-host", default=env_default("ADMIN_HOST", DEFAULT_ADMIN_HOST),
+                        help="admin address (STRANGLER_ADMIN_HOST, default %(default)s)")
+    parser.add_argument("--admin-port", type=int,
+                        default=int(env_default("ADMIN_PORT", str(DEFAULT_ADMIN_PORT))),
+                        help="admin port (STRANGLER_ADMIN_PORT, default %(default)s)")
+    parser.add_argument("--workers", type=int, default=int(env_default("WORKERS", "1")),
+                        help="worker processes (STRANGLER_WORKERS, default %(default)s)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        default=env_default("LOG_LEVEL", "info"))
+    parser.add_argument("--no-watch", action="store_true",
+                        help="do not watch the routing table for changes")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        config=args.config,
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        workers=args.workers,
+        log_level=args.log_level,
+        watch=not args.no_watch,
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(settings: Settings) -> Application | None:
+    try:
+        return create_app(settings)
+    except TableError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"strangler: {settings.config}: not loaded ({len(exc.problems)} problems)",
+              file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.workers != 1:
+        print("strangler: --workers greater than 1 is not supported yet", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    application = _load(settings)
+    if application is None:
+        return 1
+    gateway = Listener("gateway", application.public, settings.host, settings.port)
+    admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
+    group = ServerGroup([gateway, admin])
+
+    def banner() -> list[str]:
+        return [
+            f"strangler {__version__}: table {settings.config} "
+            f"(version {application.runtime.table.version})",
+            f"  gateway  {gateway.url}",
+            f"  admin    {admin.url}",
+        ]
+
+    return _run_with_banner(group, application, banner)
+
+
+def _run_with_banner(
+    group: ServerGroup, application: Application, banner: Callable[[], list[str]]
+) -> int:
+    try:
+        group.bind()
+    except OSError as exc:
+        print(f"strangler: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    for line in banner():
+        print(line, flush=True)
+
+    async def run() -> None:
+        try:
+            await group.serve()
+        finally:
+            await application.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        summary = check_table(args.config)
+    except TableError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{args.config}: invalid ({len(exc.problems)} problems)")
+        return 1
+    print(f"{args.config}: ok ({summary})")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    try:
+        text, matched = explain_request(args.config, args.method, args.url, args.header)
+    except TableError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"strangler explain: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if matched else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from legacy_monolith.app import create_app as create_monolith
+
+    settings = _settings(args)
+    _setup_logging(settings.log_level)
+    application = _load(settings)
+    if application is None:
+        return 1
+    monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port)
+    gateway = Listener("gateway", application.public, settings.host, settings.port)
+    admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
+    group = ServerGroup([monolith, gateway, admin])
+
+    def banner() -> list[str]:
+        return [
+            "strangler demo: the stub monolith behind the gateway",
+            f"  gateway   {gateway.url}        routes from {settings.config}",
+            f"  admin     {admin.url}/routes",
+            f"  monolith  {monolith.url}        the legacy application, direct",
+            "",
+            f"  try:  curl -i {gateway.url}/products?category=books",
+            "        curl -i -H 'Content-Type: application/json' "
+            "-d '{\"username\":\"alice\",\"password\":\"alice-password\"}' "
+            f"{gateway.url}/auth/login",
+            "  Ctrl-C stops everything.",
+        ]
+
+    return _run_with_banner(group, application, banner)

@@ -1,0 +1,93 @@
+"""The gateway's own errors and the one place they are rendered as responses (CONTRACT §5).
+
+Backends translate their failures into these types at their boundary; the gateway renders
+them. Nothing else writes an error body.
+"""
+
+from __future__ import annotations
+
+import json
+
+from proxy.asgi import Send
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives itself, before any byte of a response was sent."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: For logs only; never sent to clients.
+        self.detail = detail or message
+
+
+class BadRequest(GatewayError):
+    status, code = 400, "bad_request"
+
+
+class NoRoute(GatewayError):
+    status, code = 404, "no_route"
+
+
+class BodyTooLarge(GatewayError):
+    status, code = 413, "body_too_large"
+
+
+class UpstreamUnavailable(GatewayError):
+    status, code = 502, "upstream_unavailable"
+
+
+class FunctionError(GatewayError):
+    status, code = 502, "function_error"
+
+
+class BadFunctionResponse(GatewayError):
+    status, code = 502, "bad_function_response"
+
+
+class Overloaded(GatewayError):
+    status, code = 503, "overloaded"
+
+
+class Draining(GatewayError):
+    status, code = 503, "draining"
+
+
+class UpstreamTimeout(GatewayError):
+    status, code = 504, "upstream_timeout"
+
+
+class StreamAborted(Exception):
+    """The backend failed after the response had started: the only honest signal left is to
+    close the client connection without completing the response."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+def error_body(error: GatewayError, request_id: str) -> bytes:
+    return json.dumps(
+        {"error": error.code, "message": error.message, "request_id": request_id},
+        separators=(",", ":"),
+    ).encode()
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body = error_body(error, request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

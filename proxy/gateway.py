@@ -1,0 +1,197 @@
+"""The public request path, as a pure ASGI app: one table snapshot, match, pick, forward.
+
+Per request: read the live table once, read the headers once, normalise the path, match a
+route, pick a backend, hand it the request, and watch for the client going away. Errors from
+backends arrive as :mod:`proxy.errors` types and are rendered here. No framework, no
+per-request allocation beyond the request's own data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+
+from proxy.asgi import Message, Receive, Scope, Send
+from proxy.backends.base import Backend, ProxyRequest
+from proxy.errors import (
+    BadRequest,
+    ClientDisconnected,
+    GatewayError,
+    NoRoute,
+    StreamAborted,
+    send_error,
+)
+from proxy.headers import read_head, upstream_request_headers
+from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.runtime import Runtime
+
+log = logging.getLogger("strangler.gateway")
+
+
+class Gateway:
+    """The ASGI app served on the public port."""
+
+    def __init__(self, runtime: Runtime, rng: random.Random) -> None:
+        self._runtime = runtime
+        self._rng = rng
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await _not_http(scope, receive, send)
+            return
+        table = self._runtime.table
+        headers = scope["headers"]
+        head = read_head(headers)
+        request_id = head.request_id
+        method: str = scope["method"]
+        try:
+            if head.hosts > 1:
+                raise BadRequest("more than one Host header")
+            if head.hosts == 0 and scope.get("http_version") == "1.1":
+                raise BadRequest("an HTTP/1.1 request must carry a Host header")
+            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+            try:
+                path = normalise_path(raw_path)
+            except BadPath as exc:
+                raise BadRequest(f"bad path: {exc}") from None
+            host = request_host(head.host) if head.host is not None else None
+            found = table.router.match(method, match_segments(path), host, headers)
+            if found is None:
+                raise NoRoute(f"no route matches {method} {path}")
+        except GatewayError as exc:
+            await send_error(send, exc, request_id)
+            return
+        route, captures = found
+        backend = route.choice.pick(self._rng)
+        client = scope.get("client")
+        client_ip = client[0] if client else "0.0.0.0"
+        exchange = _Exchange(send)
+        watch = _DisconnectWatch(receive, exchange)
+        request = ProxyRequest(
+            method=method,
+            path=path,
+            query=scope.get("query_string", b""),
+            headers=upstream_request_headers(
+                headers,
+                head,
+                client_ip=client_ip,
+                scheme=scope.get("scheme", "http"),
+                http_version=scope.get("http_version", "1.1"),
+            ),
+            body=_body(receive, watch) if head.has_body else None,
+            request_id=request_id,
+            route=route.name,
+            captures=captures,
+            client_ip=client_ip,
+        )
+        if request.body is None:
+            watch.start()
+        await _forward(backend, request, exchange, watch)
+
+
+async def _forward(
+    backend: Backend, request: ProxyRequest, exchange: _Exchange, watch: _DisconnectWatch
+) -> None:
+    where = f"route={request.route} backend={backend.name} request_id={request.request_id}"
+    try:
+        await backend.handle(request, exchange.send)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if watch.fired and task is not None and task.uncancel() == 0:
+            log.info("%s client disconnected; upstream request abandoned", where)
+            return
+        raise
+    except ClientDisconnected:
+        log.info("%s client disconnected while sending its body", where)
+    except StreamAborted as exc:
+        # Returning without completing the response makes the server close the connection,
+        # so the client sees a truncated response rather than a complete-looking one.
+        log.warning("%s response aborted: %s", where, exc)
+    except GatewayError as exc:
+        log.warning("%s %s: %s", where, exc.code, exc.detail)
+        if not exchange.started:
+            await send_error(exchange.send, exc, request.request_id)
+    finally:
+        watch.stop()
+
+
+class _Exchange:
+    """Passes messages to the server and remembers how far the response got."""
+
+    __slots__ = ("_send", "complete", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
+
+
+class _DisconnectWatch:
+    """Once the request body has been read, waits for the client to disconnect and cancels the
+    request's task if that happens before the response is complete, so that the upstream
+    request is abandoned instead of running on for nobody."""
+
+    __slots__ = ("_exchange", "_receive", "_target", "_watcher", "fired")
+
+    def __init__(self, receive: Receive, exchange: _Exchange) -> None:
+        self._receive = receive
+        self._exchange = exchange
+        self._target: asyncio.Task[object] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.fired = False
+
+    def start(self) -> None:
+        self._target = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not self._exchange.complete and self._target is not None:
+            self.fired = True
+            self._target.cancel()
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+async def _body(receive: Receive, watch: _DisconnectWatch) -> AsyncIterator[bytes]:
+    """The request body as it arrives; the disconnect watch starts once it is complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            watch.start()
+            if chunk:
+                yield chunk
+            return
+        if chunk:
+            yield chunk
+
+
+async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        # Closing before accepting makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008})
+    elif scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,113 @@
+"""Header hygiene in both directions (CONTRACT §2.7): what a backend sees, what a client gets.
+
+Headers stay a list of byte pairs from end to end, never a dict: repeated fields such as
+``Set-Cookie`` must stay separate lines, and values must pass through byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from proxy.asgi import RawHeaders
+
+#: Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies have always dropped).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Replaced by the gateway's own values; what a client sends in them is not trusted.
+_REPLACED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
+)
+# The gateway answers "Expect: 100-continue" itself (the server sends the 100 when the body is
+# first read), so passing it on would make the backend send a second interim response.
+_REQUEST_DROP = HOP_BY_HOP | _REPLACED | {b"expect"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}\Z")
+VIA = b"strangler"
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the gateway needs from a request's headers, read in one pass."""
+
+    host: bytes | None
+    hosts: int
+    request_id: str
+    has_body: bool
+    connection_tokens: frozenset[bytes]
+
+
+def read_head(headers: RawHeaders) -> RequestHead:
+    host: bytes | None = None
+    hosts = 0
+    request_id: bytes | None = None
+    has_body = False
+    tokens: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+            host = value
+        elif name == b"x-request-id":
+            request_id = value
+        elif name == b"content-length" or name == b"transfer-encoding":
+            has_body = has_body or value.strip() not in (b"0", b"")
+        elif name == b"connection":
+            tokens = tokens | _tokens(value)
+    if request_id is not None and _REQUEST_ID.match(request_id):
+        rid = request_id.decode("ascii")
+    else:
+        rid = str(uuid.uuid4())
+    return RequestHead(host, hosts, rid, has_body, tokens)
+
+
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def upstream_request_headers(
+    headers: RawHeaders,
+    head: RequestHead,
+    *,
+    client_ip: str,
+    scheme: str,
+    http_version: str,
+) -> RawHeaders:
+    """The request's headers as a backend sees them."""
+    drop = _REQUEST_DROP | head.connection_tokens if head.connection_tokens else _REQUEST_DROP
+    out = [(name, value) for name, value in headers if name not in drop]
+    out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
+    if head.host is not None:
+        out.append((b"x-forwarded-host", head.host))
+    out.append((b"via", http_version.encode("latin-1") + b" " + VIA))
+    out.append((b"x-request-id", head.request_id.encode("ascii")))
+    return out
+
+
+def client_response_headers(headers: RawHeaders, request_id: str, status: int) -> RawHeaders:
+    """A backend's response headers as the client gets them."""
+    tokens: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens = tokens | _tokens(value)
+    drop = _RESPONSE_DROP | tokens
+    # A 204 has no body and a 304's Content-Length describes a body it does not carry; the
+    # ASGI server would count it against the empty body, so it is left out.
+    if status in (204, 304) or status < 200:
+        drop = drop | {b"content-length"}
+    out = [(name.lower(), value) for name, value in headers if name.lower() not in drop]
+    out.append((b"x-request-id", request_id.encode("ascii")))
+    return out

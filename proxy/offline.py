@@ -1,0 +1,104 @@
+"""Working with a routing table without serving it: ``strangler check`` and ``strangler explain``.
+
+Both load and compile the table exactly as ``serve`` does, so a table that passes here loads
+there; no connection is ever opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from proxy.backends import backend_factory
+from proxy.backends.http import new_client
+from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
+from proxy.table.loader import load_table
+from proxy.table.model import WEIGHT_SCALE
+
+
+def load_compiled(path: str) -> CompiledTable:
+    """The compiled table at ``path`` (raises TableError); its backends hold no connections."""
+    return compile_table(load_table(path), backend_factory(new_client()))
+
+
+def check_table(path: str) -> str:
+    """A one-line summary of a valid table; raises TableError with every problem otherwise."""
+    table = load_compiled(path)
+    routes, backends = len(table.router.routes), len(table.backends)
+    return (
+        f"{routes} route{'s' * (routes != 1)}, {backends} backend{'s' * (backends != 1)}, "
+        f"version {table.version}"
+    )
+
+
+def parse_header(text: str) -> tuple[bytes, bytes]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"header {text!r} is not 'Name: value'")
+    return name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")
+
+
+def explain_request(
+    config: str, method: str, url: str, header_args: Sequence[str]
+) -> tuple[str, bool]:
+    """A human explanation of how the table at ``config`` routes a request, and whether a
+    route matched."""
+    table = load_compiled(config)
+    headers = [parse_header(text) for text in header_args]
+    target = url
+    if "://" in url:
+        rest = url.split("://", 1)[1]
+        authority, slash, tail = rest.partition("/")
+        target = slash + tail if slash else "/"
+        if authority and not any(name == b"host" for name, _ in headers):
+            headers.append((b"host", authority.encode("latin-1")))
+    raw_path, _, _query = target.partition("?")
+    host_value = next((value for name, value in headers if name == b"host"), None)
+    host = request_host(host_value) if host_value is not None else None
+    lines = [f"request   {method} {target}" + (f"   (host {host})" if host else "")]
+    try:
+        path = normalise_path(raw_path.encode("utf-8"))
+    except BadPath as exc:
+        lines.append(f"refused   400 bad_request: {exc}")
+        return "\n".join(lines), False
+    if path != raw_path:
+        lines.append(f"path      {path}   (normalised; this is what the backend receives)")
+    decisions = table.router.explain(method, match_segments(path), host, headers)
+    winner = next((d for d in decisions if d.reason is None), None)
+    if winner is None:
+        lines.append("route     none: the gateway answers 404 no_route")
+    else:
+        route = winner.route
+        lines.append(f"route     {route.name}   ({route.spec.location})")
+        lines.append(f"match     {_conditions(route)}")
+        if winner.captures:
+            captured = ", ".join(f"{k}={v}" for k, v in winner.captures.items())
+            lines.append(f"captures  {captured}")
+        for backend, weight in route.backends:
+            share = f"{weight * 100 / WEIGHT_SCALE:g}%"
+            lines.append(f"backend   {backend.name} ({backend.kind.value}) {share}")
+        sticky = route.spec.sticky
+        if sticky is not None:
+            source = f"cookie {sticky.cookie}" if sticky.cookie else f"header {sticky.header}"
+            lines.append(f"sticky    on {source}")
+    lines.append("")
+    lines.append("routes in the order they are tried:")
+    width = max(len(d.route.name) for d in decisions)
+    pattern_width = max(len(d.route.pattern.text) for d in decisions)
+    for position, decision in enumerate(decisions, 1):
+        verdict = "chosen" if decision is winner else f"no: {decision.reason}"
+        lines.append(
+            f"  {position:>2}. {decision.route.name:<{width}}  "
+            f"{decision.route.pattern.text:<{pattern_width}}  {verdict}"
+        )
+    return "\n".join(lines), winner is not None
+
+
+def _conditions(route: CompiledRoute) -> str:
+    parts = [f"path {route.pattern.text}" + (" (prefix)" if route.pattern.is_prefix else "")]
+    if route.methods is not None:
+        parts.append("methods " + ",".join(sorted(route.methods)))
+    if route.host is not None:
+        parts.append(f"host {route.host}")
+    parts.extend(f"header {n.decode()}: {v.decode()}" for n, v in route.headers)
+    return "; ".join(parts)

@@ -1,0 +1,136 @@
+"""Running ASGI apps on uvicorn: several listeners in one event loop, one shutdown.
+
+The gateway serves its public port and its admin port from one process; the demo adds the stub
+monolith. Sockets are bound here, before serving, so a port in use is reported plainly and
+port 0 can be used (the actual port is then known to the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import uvicorn
+
+from proxy.asgi import ASGIApp
+
+log = logging.getLogger("strangler")
+
+#: How long in-flight requests get to finish once a stop is asked for.
+SHUTDOWN_GRACE = 10
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :class:`ServerGroup` (uvicorn's own handlers
+    would stop only the last server installed)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(slots=True)
+class Listener:
+    name: str
+    app: ASGIApp
+    host: str
+    port: int
+    sock: socket.socket | None = None
+
+    @property
+    def bound_port(self) -> int:
+        assert self.sock is not None
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.bound_port}"
+
+
+def server_config(app: ASGIApp) -> uvicorn.Config:
+    """uvicorn settings for a proxy: nothing added to responses (no Server or Date header of
+    its own), client addresses never rewritten from headers, no websocket upgrade."""
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServerGroup:
+    """Listeners served together; :meth:`stop` (or SIGINT/SIGTERM) stops all of them."""
+
+    def __init__(self, listeners: list[Listener]) -> None:
+        self.listeners = listeners
+        self._servers: list[_Server] = []
+
+    def bind(self) -> None:
+        """Bind every listener's socket, or none of them."""
+        try:
+            for listener in self.listeners:
+                listener.sock = bind(listener.host, listener.port)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            if listener.sock is not None:
+                listener.sock.close()
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        if any(listener.sock is None for listener in self.listeners):
+            self.bind()
+        self._servers = [_Server(server_config(listener.app)) for listener in self.listeners]
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await asyncio.gather(
+                *(
+                    server.serve(sockets=[listener.sock] if listener.sock else None)
+                    for server, listener in zip(self._servers, self.listeners, strict=True)
+                )
+            )
+        finally:
+            self.close()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+    @property
+    def started(self) -> bool:
+        return bool(self._servers) and all(server.started for server in self._servers)

@@ -1,0 +1,33 @@
+"""Process settings: resolved once at start from flags and environment (CONTRACT §1).
+
+Everything here needs a restart to change; what can change live belongs in the routing table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_CONFIG = "config/routes.yaml"
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8080
+DEFAULT_ADMIN_HOST = "127.0.0.1"
+DEFAULT_ADMIN_PORT = 9901
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config: str = DEFAULT_CONFIG
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    admin_host: str = DEFAULT_ADMIN_HOST
+    admin_port: int = DEFAULT_ADMIN_PORT
+    workers: int = 1
+    log_level: str = "info"
+    watch: bool = True
+
+
+def env_default(name: str, default: str) -> str:
+    """The value of ``STRANGLER_<name>`` or ``default``."""
+    return os.environ.get(f"STRANGLER_{name}", default)

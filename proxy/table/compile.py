@@ -1,0 +1,150 @@
+"""Model -> compiled table: route patterns, conditions and weighted choices, built once.
+
+A :class:`CompiledTable` is immutable and complete: the gateway reads one per request and does
+only comparisons against it. Building backends is delegated to a factory so this module never
+sees an HTTP client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from proxy.asgi import RawHeaders
+from proxy.backends.base import Backend
+from proxy.matching import Pattern, compile_pattern, host_matches
+from proxy.splitting import WeightedChoice
+from proxy.table import model
+from proxy.table.loader import TableError
+from proxy.table.yamlnodes import Problem
+
+BackendFactory = Callable[[model.Backend], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    spec: model.Route
+    pattern: Pattern
+    methods: frozenset[str] | None
+    host: str | None
+    headers: tuple[tuple[bytes, bytes], ...]
+    #: (backend, weight in basis points), in file order, zero weights included.
+    backends: tuple[tuple[Backend, int], ...]
+    choice: WeightedChoice[Backend]
+    #: Sort key: pattern specificity, then more conditions, then file order.
+    precedence: tuple[tuple[int, ...], int, int]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def condition_failure(self, method: str, host: str | None, headers: RawHeaders) -> str | None:
+        """Why the route's conditions reject a request, or None when they accept it."""
+        if self.methods is not None and method not in self.methods:
+            return f"method {method} is not one of {', '.join(sorted(self.methods))}"
+        if self.host is not None and (host is None or not host_matches(self.host, host)):
+            return f"host {host or '(none)'} does not match {self.host}"
+        for name, value in self.headers:
+            if not any(n == name and v == value for n, v in headers):
+                return f"header {name.decode()}: {value.decode()} is not present"
+        return None
+
+
+@dataclass(slots=True)
+class Decision:
+    route: CompiledRoute
+    captures: dict[str, str] | None
+    #: Why the route was not taken (None for the winner, or for a route never considered).
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    #: Most specific first.
+    routes: tuple[CompiledRoute, ...]
+
+    def match(
+        self, method: str, segments: tuple[str, ...], host: str | None, headers: RawHeaders
+    ) -> tuple[CompiledRoute, dict[str, str]] | None:
+        for route in self.routes:
+            captures = route.pattern.match(segments)
+            if captures is None:
+                continue
+            if route.methods is not None and method not in route.methods:
+                continue
+            if (route.host is not None or route.headers) and route.condition_failure(
+                method, host, headers
+            ) is not None:
+                continue
+            return route, captures
+        return None
+
+    def explain(
+        self, method: str, segments: tuple[str, ...], host: str | None, headers: RawHeaders
+    ) -> list[Decision]:
+        """Every route in precedence order with the reason it was or was not chosen; the
+        winner, if any, is the first with ``reason`` None and captures set."""
+        decisions: list[Decision] = []
+        won = False
+        for route in self.routes:
+            captures = route.pattern.match(segments)
+            if captures is None:
+                decisions.append(Decision(route, None, "path does not match"))
+                continue
+            failure = route.condition_failure(method, host, headers)
+            if failure is not None:
+                decisions.append(Decision(route, captures, failure))
+            elif won:
+                decisions.append(Decision(route, captures, "matches, but a more specific route "
+                                                           "comes first"))
+            else:
+                decisions.append(Decision(route, captures))
+                won = True
+        return decisions
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTable:
+    model: model.Table
+    router: Router
+    backends: Mapping[str, Backend]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return self.model.digest
+
+
+def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledTable:
+    """Build backends and routes; a backend that cannot be built is a :class:`TableError`."""
+    problems: list[Problem] = []
+    backends: dict[str, Backend] = {}
+    for name, spec in table.backends.items():
+        try:
+            backends[name] = make_backend(spec)
+        except ValueError as exc:
+            problems.append(Problem(spec.location, f"backends.{name}: {exc}"))
+    if problems:
+        raise TableError(problems)
+    routes = [_compile_route(route, backends) for route in table.routes]
+    routes.sort(key=lambda r: r.precedence)
+    return CompiledTable(table, Router(tuple(routes)), MappingProxyType(backends))
+
+
+def _compile_route(route: model.Route, backends: dict[str, Backend]) -> CompiledRoute:
+    match = route.match
+    pattern = compile_pattern(match.path)
+    conditions = (match.methods is not None) + (match.host is not None) + len(match.headers)
+    weighted = tuple((backends[name], weight) for name, weight in route.split)
+    return CompiledRoute(
+        spec=route,
+        pattern=pattern,
+        methods=match.methods,
+        host=match.host,
+        headers=tuple((n.encode("latin-1"), v.encode("utf-8")) for n, v in match.headers),
+        backends=weighted,
+        choice=WeightedChoice(weighted),
+        precedence=(pattern.rank, -conditions, route.index),
+    )

@@ -1,0 +1,94 @@
+"""The routing table as plain, immutable data.
+
+These dataclasses are what the loader produces from YAML and what the compiler reads. They hold
+validated values only (durations in seconds, weights in basis points, methods upper-case) and
+know nothing about YAML, HTTP or matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+#: Weights are kept in basis points: 100% is 10_000, the smallest step 0.01% is 1.
+WEIGHT_SCALE = 10_000
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_FUNCTION_CONCURRENCY = 64
+DEFAULT_LAMBDA_CONCURRENCY = 1
+
+
+class Kind(StrEnum):
+    LEGACY = "legacy"
+    NEW = "new"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a value stands in the file, 1-based, for messages."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    kind: Kind
+    #: Exactly one of these three is set.
+    url: str | None
+    function: str | None
+    lambda_url: str | None
+    timeout: float
+    connect_timeout: float
+    max_concurrency: int | None
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    #: The configured path, already normalised like a request path.
+    path: str
+    methods: frozenset[str] | None
+    #: Lower-case; either an exact name or ``*.suffix``.
+    host: str | None
+    #: Lower-case header name -> exact value.
+    headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    cookie: str | None
+    header: str | None
+    set_cookie: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    match: Match
+    #: (backend name, weight in basis points); a plain ``backend:`` is one entry of 10_000.
+    split: tuple[tuple[str, int], ...]
+    #: True when the file used ``split:`` (kept so `explain` can say what the user wrote).
+    is_split: bool
+    sticky: Sticky | None
+    #: Position in the file, the last tie-breaker between equally specific routes.
+    index: int
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    version: int
+    #: Read-only (a ``MappingProxyType``), in file order.
+    backends: Mapping[str, Backend]
+    routes: tuple[Route, ...]
+    #: The file it came from and the hash of its bytes (the table's version string).
+    source: str
+    digest: str

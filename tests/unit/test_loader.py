@@ -1,0 +1,357 @@
+"""The routing-table loader: every kind of broken file gives its exact FILE:LINE:COL error."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from proxy.table.loader import MAX_TABLE_BYTES, TableError, load_table, parse_table
+from proxy.table.model import Kind
+
+GOOD = """\
+version: 1
+backends:
+  monolith:
+    url: http://127.0.0.1:8081
+    kind: legacy
+  catalog:
+    url: http://127.0.0.1:9000/v1
+    timeout: 1m30s
+    connect_timeout: 250ms
+routes:
+  - name: everything-else
+    match: { path: / }
+    backend: monolith
+  - name: catalog
+    match: { path: /products, methods: [GET, HEAD], host: "*.Example.com",
+             headers: { X-Canary: "1" } }
+    split: { catalog: 33.33, monolith: 66.67 }
+    sticky: { cookie: session_id, set: true }
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(TableError) as caught:
+        parse_table(textwrap.dedent(text).encode(), "t.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_table_is_read_into_the_model() -> None:
+    table = parse_table(GOOD.encode(), "t.yaml")
+    assert table.version == 1
+    assert list(table.backends) == ["monolith", "catalog"]
+    monolith, catalog = table.backends["monolith"], table.backends["catalog"]
+    assert (monolith.kind, monolith.timeout, monolith.connect_timeout) == (Kind.LEGACY, 30.0, 2.0)
+    assert (catalog.kind, catalog.timeout, catalog.connect_timeout) == (Kind.NEW, 90.0, 0.25)
+    assert catalog.url == "http://127.0.0.1:9000/v1"
+    everything, route = table.routes
+    assert everything.split == (("monolith", 10_000),)
+    assert not everything.is_split
+    assert route.split == (("catalog", 3333), ("monolith", 6667))
+    assert route.match.methods == frozenset({"GET", "HEAD"})
+    assert route.match.host == "*.example.com"
+    assert route.match.headers == (("x-canary", "1"),)
+    assert route.sticky is not None
+    assert (route.sticky.cookie, route.sticky.set_cookie) == ("session_id", True)
+    assert (route.location.line, route.location.column, route.index) == (14, 5, 1)
+    assert len(table.digest) == 16
+
+
+BROKEN = {
+    "unknown top-level key": (
+        """\
+        version: 1
+        backend: {}
+        """,
+        [
+            "t.yaml:1:1: table: missing required key 'backends'",
+            "t.yaml:1:1: table: missing required key 'routes'",
+            "t.yaml:2:1: table: unknown key 'backend' (allowed: backends, routes, version)",
+        ],
+    ),
+    "unsupported version": (
+        """\
+        version: 2
+        backends: {m: {url: "http://h"}}
+        routes: [{name: a, match: {path: /}, backend: m}]
+        """,
+        ["t.yaml:1:10: version: 2 is not supported (only 1 is)"],
+    ),
+    "unknown backend key and bad duration": (
+        """\
+        version: 1
+        backends:
+          m:
+            url: http://h
+            timout: 3s
+            timeout: 30
+            connect_timeout: 3 s
+        routes: [{name: a, match: {path: /}, backend: m}]
+        """,
+        [
+            "t.yaml:5:5: backends.m: unknown key 'timout' (allowed: connect_timeout, function, "
+            "kind, lambda, max_concurrency, timeout, url)",
+            "t.yaml:6:14: backends.m.timeout: expected a duration with a unit ('250ms', '3s', "
+            "'1m'), got an integer",
+            "t.yaml:7:22: backends.m.connect_timeout: bad duration '3 s' (a number with a unit: "
+            "ms, s, m or h, e.g. '250ms', '3s', '1m30s')",
+        ],
+    ),
+    "duration out of range": (
+        """\
+        version: 1
+        backends: {m: {url: "http://h", timeout: 0s}}
+        routes: [{name: a, match: {path: /}, backend: m}]
+        """,
+        ["t.yaml:2:42: backends.m.timeout: duration '0s' is out of range (more than 0, at most "
+         "3600s)"],
+    ),
+    "exactly one target": (
+        """\
+        version: 1
+        backends:
+          both: {url: "http://h", function: "a.b:c"}
+          none: {kind: legacy}
+        routes: [{name: a, match: {path: /}, backend: both}]
+        """,
+        [
+            "t.yaml:3:9: backends.both: exactly one of url, function, lambda is required "
+            "(found: url, function)",
+            "t.yaml:4:9: backends.none: exactly one of url, function, lambda is required "
+            "(found: none)",
+            "t.yaml:5:47: routes[0] (a).backend: unknown backend 'both'",
+        ],
+    ),
+    "bad urls and references": (
+        """\
+        version: 1
+        backends:
+          a: {url: "ftp://h"}
+          b: {url: "http://h:99999"}
+          c: {url: "http://h/x?q=1"}
+          d: {function: "not a ref"}
+          e: {url: "http://user:pw@h"}
+          f: {url: "http://h", kind: old}
+        routes: [{name: r, match: {path: /}, backend: f}]
+        """,
+        [
+            "t.yaml:3:12: backends.a.url: 'ftp://h' is not an http:// or https:// URL",
+            "t.yaml:4:12: backends.b.url: 'http://h:99999' has a bad port",
+            "t.yaml:5:12: backends.c.url: 'http://h/x?q=1': a backend URL takes no query string "
+            "or fragment",
+            "t.yaml:6:17: backends.d.function: 'not a ref' is not 'module.path:attr'",
+            "t.yaml:7:12: backends.e.url: 'http://user:pw@h': credentials in the URL are not "
+            "supported",
+            "t.yaml:8:30: backends.f.kind: 'old' is not one of legacy, new",
+        ],
+    ),
+    "settings that do not apply to the backend kind": (
+        """\
+        version: 1
+        backends:
+          f: {function: "a.b:c", connect_timeout: 1s}
+          u: {url: "http://h", max_concurrency: 3}
+        routes: [{name: r, match: {path: /}, backend: u}]
+        """,
+        [
+          "t.yaml:3:26: backends.f.connect_timeout: applies only to url and lambda backends",
+          "t.yaml:4:24: backends.u.max_concurrency: applies only to function and lambda backends",
+        ],
+    ),
+    "duplicate names": (
+        """\
+        version: 1
+        backends:
+          m: {url: "http://h"}
+          m: {url: "http://g"}
+        routes:
+          - {name: a, match: {path: /}, backend: m}
+          - {name: a, match: {path: /x}, backend: m}
+        """,
+        [
+            "t.yaml:4:3: backends: duplicate key 'm' (first at line 3)",
+            "t.yaml:7:12: routes[1].name: duplicate route name 'a' (first at line 6)",
+        ],
+    ),
+    "bad names": (
+        """\
+        version: 1
+        backends:
+          Mono: {url: "http://h"}
+        routes:
+          - {name: "Every Thing", match: {path: /}, backend: Mono}
+          - {name: none, match: {path: /x}, backend: Mono}
+        """,
+        [
+            "t.yaml:3:3: backends: bad name 'Mono' (1-63 of a-z, 0-9, '_', '-')",
+            "t.yaml:5:12: routes[0].name: bad name 'Every Thing' (1-63 of a-z, 0-9, '_', '-')",
+            "t.yaml:5:54: routes[0].backend: unknown backend 'Mono'",
+            "t.yaml:6:12: routes[1].name: 'none' is reserved for unmatched requests",
+            "t.yaml:6:46: routes[1].backend: unknown backend 'Mono'",
+        ],
+    ),
+    "weights": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}, b: {url: "http://b"}}
+        routes:
+          - {name: r1, match: {path: /1}, split: {a: 50, b: 49.99}}
+          - {name: r2, match: {path: /2}, split: {a: 33.333, b: 66.667}}
+          - {name: r3, match: {path: /3}, split: {a: "50", b: 50}}
+          - {name: r4, match: {path: /4}, split: {a: 101, b: -1}}
+          - {name: r5, match: {path: /5}, split: {a: 100, c: 0}}
+          - {name: r6, match: {path: /6}, split: {}}
+          - {name: r7, match: {path: /7}, backend: a, split: {a: 100}}
+          - {name: r8, match: {path: /8}}
+        """,
+        [
+            "t.yaml:4:42: routes[0] (r1).split: weights must sum to 100, not 99.99",
+            "t.yaml:5:46: routes[1] (r2).split.a: 33.333 has more than 2 decimals",
+            "t.yaml:5:57: routes[1] (r2).split.b: 66.667 has more than 2 decimals",
+            "t.yaml:6:46: routes[2] (r3).split.a: expected a number, got a string",
+            "t.yaml:7:46: routes[3] (r4).split.a: 101 is out of range (0 to 100)",
+            "t.yaml:7:54: routes[3] (r4).split.b: -1 is out of range (0 to 100)",
+            "t.yaml:8:51: routes[4] (r5).split: unknown backend 'c' (known: a, b)",
+            "t.yaml:9:42: routes[5] (r6).split: at least one backend is required",
+            "t.yaml:10:5: routes[6] (r7): exactly one of backend, split is required",
+            "t.yaml:11:5: routes[7] (r8): exactly one of backend, split is required",
+        ],
+    ),
+    "match": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}}
+        routes:
+          - {name: r1, match: {path: products}, backend: a}
+          - {name: r2, match: {path: "/p/{id}x"}, backend: a}
+          - {name: r3, match: {path: "/p/{rest+}/x"}, backend: a}
+          - {name: r4, match: {path: "/p/../x"}, backend: a}
+          - {name: r5, match: {path: "/p/%2F"}, backend: a}
+          - {name: r6, match: {path: /, methods: [get, "BAD METHOD"]}, backend: a}
+          - {name: r7, match: {path: /, host: "example.com:8080"}, backend: a}
+          - {name: r8, match: {path: /, headers: {X-V: 2}}, backend: a}
+          - {name: r9, match: {methods: [GET]}, backend: a}
+          - {name: r10, match: {path: /, method: GET}, backend: a}
+        """,
+        [
+            "t.yaml:4:30: routes[0] (r1).match.path: 'products': must start with '/'",
+            "t.yaml:5:30: routes[1] (r2).match.path: '/p/{id}x': segment '{id}x': a parameter "
+            "must fill the whole segment",
+            "t.yaml:6:30: routes[2] (r3).match.path: '/p/{rest+}/x': '{rest+}': a greedy "
+            "parameter must be the last segment",
+            "t.yaml:7:30: routes[3] (r4).match.path: '/p/../x': segment '..': dot segments are "
+            "not allowed",
+            "t.yaml:8:30: routes[4] (r5).match.path: '/p/%2F': segment '%2F': encoded '/' or '\\' "
+            "in the path is not allowed",
+            "t.yaml:9:43: routes[5] (r6).match.methods: methods are case-sensitive; did you mean "
+            "'GET'?",
+            "t.yaml:9:48: routes[5] (r6).match.methods: 'BAD METHOD' is not a method name",
+            "t.yaml:10:39: routes[6] (r7).match.host: 'example.com:8080' is not a host name or "
+            "'*.domain' (no port, no scheme)",
+            "t.yaml:11:48: routes[7] (r8).match.headers.X-V: expected a string, got an integer "
+            "(quote it)",
+            "t.yaml:12:23: routes[8] (r9).match: missing required key 'path'",
+            "t.yaml:13:34: routes[9] (r10).match: unknown key 'method' (allowed: headers, host, "
+            "methods, path)",
+        ],
+    ),
+    "sticky": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}, b: {url: "http://b"}}
+        routes:
+          - {name: r1, match: {path: /1}, backend: a, sticky: {cookie: s}}
+          - {name: r2, match: {path: /2}, split: {a: 50, b: 50}, sticky: {cookie: s, header: h}}
+          - {name: r3, match: {path: /3}, split: {a: 50, b: 50}, sticky: {header: h, set: true}}
+          - {name: r4, match: {path: /4}, split: {a: 50, b: 50}, sticky: {cookie: "a b"}}
+        """,
+        [
+            "t.yaml:4:47: routes[0] (r1).sticky: applies only to a route with a split",
+            "t.yaml:5:66: routes[1] (r2).sticky: exactly one of cookie, header is required",
+            "t.yaml:6:78: routes[2] (r3).sticky.set: applies only to a cookie",
+            "t.yaml:7:75: routes[3] (r4).sticky.cookie: 'a b' is not a valid cookie name",
+        ],
+    ),
+    "wrong shapes": (
+        """\
+        version: 1
+        backends: [a, b]
+        routes: {name: x}
+        """,
+        [
+            "t.yaml:2:11: backends: expected a mapping, got a list",
+            "t.yaml:3:9: routes: expected a list, got a mapping",
+        ],
+    ),
+    "yaml merge keys are refused, not silently applied": (
+        """\
+        version: 1
+        backends:
+          base: &base {url: "http://a", timeout: 3s}
+          other: {<<: *base, kind: legacy}
+        routes: [{name: r, match: {path: /}, backend: base}]
+        """,
+        [
+            "t.yaml:4:11: backends.other: YAML merge keys ('<<') are not supported",
+            "t.yaml:4:10: backends.other: exactly one of url, function, lambda is required "
+            "(found: none)",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_broken_tables_report_every_problem_with_its_location(case: str) -> None:
+    text, expected = BROKEN[case]
+    assert sorted(problems(text)) == sorted(expected)
+
+
+def test_yaml_syntax_error_names_line_and_column() -> None:
+    assert problems("version: 1\nbackends: {a: [}\n") == [
+        "t.yaml:2:16: invalid YAML: expected the node content, but found '}'"
+    ]
+
+
+def test_empty_and_non_mapping_files() -> None:
+    assert problems("") == ["t.yaml:1:1: the file is empty"]
+    assert problems("- a\n") == ["t.yaml:1:1: table: expected a mapping, got a list"]
+
+
+def test_python_object_tags_are_refused_by_the_safe_loader() -> None:
+    assert problems("version: !!python/object:os.system 1\n") == [
+        "t.yaml:1:1: table: missing required key 'backends'",
+        "t.yaml:1:1: table: missing required key 'routes'",
+        "t.yaml:1:10: version: expected an integer, got a value tagged "
+        "'tag:yaml.org,2002:python/object:os.system'",
+    ]
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"#" * (MAX_TABLE_BYTES + 1))
+    with pytest.raises(TableError) as caught:
+        load_table(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:1:1: file is larger than {MAX_TABLE_BYTES} bytes"
+    ]
+
+
+def test_missing_file_is_a_table_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(TableError) as caught:
+        load_table(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:1:1: cannot read: No such file or directory"
+    ]
+
+
+def test_alias_bomb_is_not_expanded() -> None:
+    # Aliases compose to shared nodes; the loader walks only the keys it knows, so a
+    # "billion laughs" document under an unknown key costs nothing and is reported once.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = "version: 1\nbombs:\n" + "\n".join("  " + line for line in lines) + "\n"
+    found = problems(text)
+    assert "t.yaml:2:1: table: unknown key 'bombs' (allowed: backends, routes, version)" in found
