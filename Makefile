@@ -19,12 +19,14 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy proxy
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy proxy
 	$(BIN)/strangler check -c config/routes.yaml
 	$(BIN)/strangler check -c config/routes.example.yaml

@@ -60,13 +60,13 @@ def create_app(secret: str | None = None) -> Starlette:
     async def home(request: Request) -> Response:
         user = current_user(request)
         rows = "\n".join(
-            f"<li><a href=\"/products/{p['id']}\">{html.escape(str(p['name']))}</a> "
+            f'<li><a href="/products/{p["id"]}">{html.escape(str(p["name"]))}</a> '
             f"{int(p['price_cents']) / 100:.2f} EUR</li>"
             for p in list(store.products.values())[:10]
         )
         greeting = f"Hello, {html.escape(user.name)}" if user else "You are not logged in"
         page = (
-            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Shop</title></head>"
+            '<!doctype html>\n<html><head><meta charset="utf-8"><title>Shop</title></head>'
             f"<body><h1>Shop</h1><p>{greeting}</p><ul>\n{rows}\n</ul></body></html>\n"
         )
         return HTMLResponse(page)
@@ -78,8 +78,13 @@ def create_app(secret: str | None = None) -> Starlette:
         if user is None or not data.check_password(password, user.password_hash):
             return _error(401, "invalid_credentials", "unknown user or wrong password")
         response = JSONResponse({"user": user.public()})
-        response.set_cookie(data.SESSION_COOKIE, data.make_session(user.id, secret),
-                            max_age=data.SESSION_TTL, httponly=True, samesite="lax")
+        response.set_cookie(
+            data.SESSION_COOKIE,
+            data.make_session(user.id, secret),
+            max_age=data.SESSION_TTL,
+            httponly=True,
+            samesite="lax",
+        )
         response.set_cookie("csrf_token", secrets.token_hex(16), samesite="strict")
         return response
 
@@ -121,13 +126,15 @@ def create_app(secret: str | None = None) -> Starlette:
         items.sort(key=lambda p: (p[key], p["id"]), reverse=sort == "-price")
         total = len(items)
         start = (page - 1) * per_page
-        return JSONResponse({
-            "items": items[start : start + per_page],
-            "page": page,
-            "per_page": per_page,
-            "total": total,
-            "pages": (total + per_page - 1) // per_page,
-        })
+        return JSONResponse(
+            {
+                "items": items[start : start + per_page],
+                "page": page,
+                "per_page": per_page,
+                "total": total,
+                "pages": (total + per_page - 1) // per_page,
+            }
+        )
 
     async def product(request: Request) -> Response:
         item = store.products.get(_int(request.path_params["id"]))

@@ -61,8 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(explain)
     explain.add_argument("method", metavar="METHOD")
     explain.add_argument("url", metavar="URL", help="a path (/products/7?x=1) or a full URL")
-    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
-                         help="a request header; repeat for more")
+    explain.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a request header; repeat for more",
+    )
     explain.set_defaults(run=_explain)
 
     demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
@@ -74,26 +80,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=env_default("CONFIG", DEFAULT_CONFIG),
-                        help="the routing table (STRANGLER_CONFIG, default %(default)s)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=env_default("CONFIG", DEFAULT_CONFIG),
+        help="the routing table (STRANGLER_CONFIG, default %(default)s)",
+    )
 
 
 def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
-    parser.add_argument("--host", default=default_host,
-                        help="public address (STRANGLER_HOST, default %(default)s)")
-    parser.add_argument("--port", type=int, default=int(env_default("PORT", str(DEFAULT_PORT))),
-                        help="public port (STRANGLER_PORT, default %(default)s)")
-    parser.add_argument("--admin-host", default=env_default("ADMIN_HOST", DEFAULT_ADMIN_HOST),
-                        help="admin address (STRANGLER_ADMIN_HOST, default %(default)s)")
-    parser.add_argument("--admin-port", type=int,
-                        default=int(env_default("ADMIN_PORT", str(DEFAULT_ADMIN_PORT))),
-                        help="admin port (STRANGLER_ADMIN_PORT, default %(default)s)")
-    parser.add_argument("--workers", type=int, default=int(env_default("WORKERS", "1")),
-                        help="worker processes (STRANGLER_WORKERS, default %(default)s)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS,
-                        default=env_default("LOG_LEVEL", "info"))
-    parser.add_argument("--no-watch", action="store_true",
-                        help="do not watch the routing table for changes")
+    parser.add_argument(
+        "--host", default=default_host, help="public address (STRANGLER_HOST, default %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env_default("PORT", str(DEFAULT_PORT))),
+        help="public port (STRANGLER_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--admin-host",
+        default=env_default("ADMIN_HOST", DEFAULT_ADMIN_HOST),
+        help="admin address (STRANGLER_ADMIN_HOST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(env_default("ADMIN_PORT", str(DEFAULT_ADMIN_PORT))),
+        help="admin port (STRANGLER_ADMIN_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env_default("WORKERS", "1")),
+        help="worker processes (STRANGLER_WORKERS, default %(default)s)",
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=env_default("LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--no-watch", action="store_true", help="do not watch the routing table for changes"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -123,8 +148,10 @@ def _load(settings: Settings) -> Application | None:
     except TableError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"strangler: {settings.config}: not loaded ({len(exc.problems)} problems)",
-              file=sys.stderr)
+        print(
+            f"strangler: {settings.config}: not loaded ({len(exc.problems)} problems)",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -222,7 +249,7 @@ def _demo(args: argparse.Namespace) -> int:
             "",
             f"  try:  curl -i {gateway.url}/products?category=books",
             "        curl -i -H 'Content-Type: application/json' "
-            "-d '{\"username\":\"alice\",\"password\":\"alice-password\"}' "
+            '-d \'{"username":"alice","password":"alice-password"}\' '
             f"{gateway.url}/auth/login",
             "  Ctrl-C stops everything.",
         ]

@@ -34,8 +34,8 @@ def normalise_path(raw: bytes) -> str:
     - bytes that may not stand raw in a path (non-ASCII, ``"``, ``<``, ...) are percent-encoded;
     - dot segments are resolved (also when written as ``%2E``) and repeated slashes merged;
     - refused: an encoded ``/`` or ``\\`` (``%2F``, ``%5C``), a raw ``\\``, control bytes raw or
-      encoded, a ``%`` not followed by two hex digits, and a dot segment carrying ``;``
-      parameters (``..;``), which servers that strip path parameters would resolve.
+      encoded, a ``%`` not followed by two hex digits, and an empty or dot segment carrying
+      ``;`` parameters (``..;``, ``/;x/``), which servers that strip path parameters resolve.
     """
     if not raw.startswith(b"/"):
         raise BadPath("the request target must be a path starting with '/'")
@@ -73,9 +73,11 @@ def _resolve_segments(path: str) -> str:
     for part in parts:
         trailing = False
         base = part.split(";", 1)[0]
+        if base != part and base in ("", ".", ".."):
+            # Servers that strip path parameters would read this segment as empty or as a dot
+            # segment, and so resolve the path to another route than the gateway did.
+            raise BadPath("an empty or dot segment with ';' parameters is not allowed")
         if base in (".", ".."):
-            if base != part:
-                raise BadPath("a dot segment with ';' parameters is not allowed")
             if base == ".." and stack:
                 stack.pop()
             trailing = True

@@ -113,6 +113,12 @@ class HttpBackend:
             raise UpstreamTimeout(
                 f"backend {self.name!r} did not answer within {self._timeout:g}s"
             ) from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # The request never reached the backend: unavailable, not slow.
+            raise UpstreamUnavailable(
+                f"backend {self.name!r} is unavailable",
+                detail=f"{type(exc).__name__}: {exc or 'connect timed out'}",
+            ) from exc
         except httpx.TimeoutException as exc:
             if started:
                 raise StreamAborted(f"{type(exc).__name__} mid-response") from exc

@@ -97,8 +97,9 @@ class Router:
             if failure is not None:
                 decisions.append(Decision(route, captures, failure))
             elif won:
-                decisions.append(Decision(route, captures, "matches, but a more specific route "
-                                                           "comes first"))
+                decisions.append(
+                    Decision(route, captures, "matches, but a more specific route comes first")
+                )
             else:
                 decisions.append(Decision(route, captures))
                 won = True

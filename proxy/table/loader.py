@@ -135,8 +135,9 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
     targets = [key for key in ("url", "function", "lambda") if key in entries]
     if len(targets) != 1:
         found = ", ".join(targets) if targets else "none"
-        reader.error(node, f"{where}: exactly one of url, function, lambda is required "
-                           f"(found: {found})")
+        reader.error(
+            node, f"{where}: exactly one of url, function, lambda is required (found: {found})"
+        )
         return None
     target = targets[0]
     target_node = entries[target][1]
@@ -165,8 +166,9 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
     if "connect_timeout" in entries:
         key_node, value_node = entries["connect_timeout"]
         if target == "function":
-            reader.error(key_node, f"{where}.connect_timeout: applies only to url and lambda "
-                                   "backends")
+            reader.error(
+                key_node, f"{where}.connect_timeout: applies only to url and lambda backends"
+            )
         connect_timeout = (
             reader.duration(value_node, f"{where}.connect_timeout", MAX_TIMEOUT) or connect_timeout
         )
@@ -178,8 +180,9 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
     if "max_concurrency" in entries:
         key_node, value_node = entries["max_concurrency"]
         if target == "url":
-            reader.error(key_node, f"{where}.max_concurrency: applies only to function and "
-                                   "lambda backends")
+            reader.error(
+                key_node, f"{where}.max_concurrency: applies only to function and lambda backends"
+            )
         concurrency = reader.integer(value_node, f"{where}.max_concurrency", 1, 100_000)
     if value is None:
         return None
@@ -228,8 +231,11 @@ def _read_routes(reader: NodeReader, node: Node, backends: dict[str, Backend]) -
         if name_node is not None:
             name = name_node.value
             if name in seen:
-                reader.error(name_node, f"routes[{index}].name: duplicate route name {name!r} "
-                                        f"(first at line {seen[name]})")
+                reader.error(
+                    name_node,
+                    f"routes[{index}].name: duplicate route name {name!r} "
+                    f"(first at line {seen[name]})",
+                )
                 continue
             seen[name] = reader.location(name_node).line
         if route is not None:
@@ -372,8 +378,11 @@ def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
         if host is not None:
             host = host.lower()
             if not _HOST.match(host):
-                reader.error(host_node, f"{where}.match.host: {host!r} is not a host name or "
-                                        "'*.domain' (no port, no scheme)")
+                reader.error(
+                    host_node,
+                    f"{where}.match.host: {host!r} is not a host name or "
+                    "'*.domain' (no port, no scheme)",
+                )
                 host = None
     headers: list[tuple[str, str]] = []
     if "headers" in entries:
@@ -404,8 +413,11 @@ def _read_methods(reader: NodeReader, where: str, node: Node) -> frozenset[str] 
         if not _TOKEN.match(method):
             reader.error(item, f"{where}.match.methods: {method!r} is not a method name")
         elif method != method.upper():
-            reader.error(item, f"{where}.match.methods: methods are case-sensitive; "
-                               f"did you mean {method.upper()!r}?")
+            reader.error(
+                item,
+                f"{where}.match.methods: methods are case-sensitive; "
+                f"did you mean {method.upper()!r}?",
+            )
         else:
             methods.add(method)
     return frozenset(methods)

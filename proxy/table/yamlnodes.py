@@ -131,18 +131,26 @@ class NodeReader:
         text = self.string(node, where) if _is_str(node) else None
         if text is None:
             if not _is_str(node):
-                self.error(node, f"{where}: expected a duration with a unit ('250ms', '3s', "
-                                 f"'1m'), got {describe(node)}")
+                self.error(
+                    node,
+                    f"{where}: expected a duration with a unit ('250ms', '3s', "
+                    f"'1m'), got {describe(node)}",
+                )
             return None
         parts = _DURATION.findall(text)
         if not parts or "".join(value + unit for value, unit in parts) != text:
-            self.error(node, f"{where}: bad duration {text!r} (a number with a unit: ms, s, m "
-                             "or h, e.g. '250ms', '3s', '1m30s')")
+            self.error(
+                node,
+                f"{where}: bad duration {text!r} (a number with a unit: ms, s, m "
+                "or h, e.g. '250ms', '3s', '1m30s')",
+            )
             return None
         seconds = sum(float(value) * _UNITS[unit] for value, unit in parts)
         if seconds <= 0 or seconds > maximum:
-            self.error(node, f"{where}: duration {text!r} is out of range (more than 0, "
-                             f"at most {maximum:g}s)")
+            self.error(
+                node,
+                f"{where}: duration {text!r} is out of range (more than 0, at most {maximum:g}s)",
+            )
             return None
         return seconds
 

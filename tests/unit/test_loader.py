@@ -105,8 +105,10 @@ BROKEN = {
         backends: {m: {url: "http://h", timeout: 0s}}
         routes: [{name: a, match: {path: /}, backend: m}]
         """,
-        ["t.yaml:2:42: backends.m.timeout: duration '0s' is out of range (more than 0, at most "
-         "3600s)"],
+        [
+            "t.yaml:2:42: backends.m.timeout: duration '0s' is out of range (more than 0, at most "
+            "3600s)"
+        ],
     ),
     "exactly one target": (
         """\
@@ -156,8 +158,8 @@ BROKEN = {
         routes: [{name: r, match: {path: /}, backend: u}]
         """,
         [
-          "t.yaml:3:26: backends.f.connect_timeout: applies only to url and lambda backends",
-          "t.yaml:4:24: backends.u.max_concurrency: applies only to function and lambda backends",
+            "t.yaml:3:26: backends.f.connect_timeout: applies only to url and lambda backends",
+            "t.yaml:4:24: backends.u.max_concurrency: applies only to function and lambda backends",
         ],
     ),
     "duplicate names": (
