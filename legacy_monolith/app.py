@@ -12,6 +12,7 @@ import html
 import json
 import os
 import secrets
+import urllib.parse
 from typing import Any
 
 from starlette.applications import Starlette
@@ -55,7 +56,10 @@ def create_app(secret: str | None = None) -> Starlette:
             except ValueError:
                 return {}
             return body if isinstance(body, dict) else {}
-        return dict(await request.form())
+        # Form posts are urlencoded; parsed here rather than through Starlette's form support,
+        # which needs python-multipart for no gain on this content type.
+        pairs = urllib.parse.parse_qsl((await request.body()).decode("utf-8", "replace"))
+        return dict(pairs)
 
     async def home(request: Request) -> Response:
         user = current_user(request)

@@ -140,6 +140,9 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "debug":
+        # uvicorn announces each of the process's listeners at INFO; the banner says it once.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 def _load(settings: Settings) -> Application | None:
@@ -187,12 +190,14 @@ def _run_with_banner(
     except OSError as exc:
         print(f"strangler: cannot listen: {exc}", file=sys.stderr)
         return 1
-    for line in banner():
-        print(line, flush=True)
+
+    def announce() -> None:
+        for line in banner():
+            print(line, flush=True)
 
     async def run() -> None:
         try:
-            await group.serve()
+            await group.serve(on_started=announce)
         finally:
             await application.aclose()
 

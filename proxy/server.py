@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import uvicorn
@@ -104,21 +104,31 @@ class ServerGroup:
             if listener.sock is not None:
                 listener.sock.close()
 
-    async def serve(self, *, handle_signals: bool = True) -> None:
+    async def serve(
+        self, *, handle_signals: bool = True, on_started: Callable[[], None] | None = None
+    ) -> None:
+        """Serve until stopped; ``on_started`` runs once every listener accepts connections
+        (and signals are handled), which is when a caller may announce the addresses."""
         if any(listener.sock is None for listener in self.listeners):
             self.bind()
         self._servers = [_Server(server_config(listener.app)) for listener in self.listeners]
+        loop = asyncio.get_running_loop()
         if handle_signals:
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
         try:
-            await asyncio.gather(
+            serving = asyncio.gather(
                 *(
                     server.serve(sockets=[listener.sock] if listener.sock else None)
                     for server, listener in zip(self._servers, self.listeners, strict=True)
                 )
             )
+            # uvicorn offers a `started` flag but no event to wait on.
+            while not self.started and not serving.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if on_started is not None and self.started:
+                on_started()
+            await serving
         finally:
             self.close()
             if handle_signals:

@@ -1,0 +1,388 @@
+"""The command line as users run it: real subprocesses, real ports, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import wait_for
+
+pytestmark = pytest.mark.sockets
+
+ROOT = Path(__file__).resolve().parents[2]
+STRANGLER = [sys.executable, "-m", "proxy"]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STRANGLER, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A long-running subprocess whose output is read line by line, stopped by pid."""
+
+    def __init__(self, args: list[str], cwd: Path = ROOT) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+
+    def wait_for_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def monolith() -> Iterator[str]:
+    port = free_port()
+    process = Process([sys.executable, "-m", "legacy_monolith", "--port", str(port)])
+    try:
+        process.wait_for_line(r"Uvicorn running on")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+def table(tmp_path: Path, monolith_url: str, routes: str | None = None) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            version: 1
+            backends:
+              monolith: {{url: "{monolith_url}", kind: legacy}}
+            routes:
+            """
+        )
+        + (routes or "  - {name: shop, match: {path: /products}, backend: monolith}\n")
+    )
+    return path
+
+
+# ---- check -------------------------------------------------------------------------------------
+
+
+def test_check_accepts_the_shipped_tables() -> None:
+    for name in ("config/routes.yaml", "config/routes.example.yaml"):
+        result = run("check", "-c", name)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.fullmatch(
+            rf"{re.escape(name)}: ok \(\d+ routes?, \d+ backends?, version [0-9a-f]{{16}}\)\n",
+            result.stdout,
+        )
+
+
+def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\n"
+        "backends:\n"
+        "  m: {url: 'http://h', timeout: 30}\n"
+        "routes:\n"
+        "  - {name: a, match: {path: /}, backend: n}\n"
+    )
+    result = run("check", "-c", str(bad))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{bad}:3:33: backends.m.timeout: expected a duration with a unit ('250ms', '3s', '1m'), "
+        "got an integer",
+        f"{bad}:5:42: routes[0] (a).backend: unknown backend 'n' (known: m)",
+        f"{bad}: invalid (2 problems)",
+    ]
+
+
+def test_check_refuses_backends_this_version_cannot_serve(tmp_path: Path) -> None:
+    path = tmp_path / "fn.yaml"
+    path.write_text(
+        "version: 1\nbackends:\n  f: {function: 'new_services.x:handler'}\n"
+        "routes: [{name: a, match: {path: /}, backend: f}]\n"
+    )
+    result = run("check", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == (
+        f"{path}:3:6: backends.f: function backends are not available in this version of strangler"
+    )
+
+
+def test_strangler_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "strangler"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    assert re.fullmatch(r"strangler \d+\.\d+\.\d+\n", result.stdout)
+
+
+# ---- explain -----------------------------------------------------------------------------------
+
+
+def test_explain_names_the_route_the_backend_and_the_losers() -> None:
+    result = run("explain", "-c", "config/routes.example.yaml", "GET", "/products/7/../featured")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        "request   GET /products/7/../featured",
+        "path      /products/featured   (normalised; this is what the backend receives)",
+        "route     product-detail   (config/routes.example.yaml:67:5)",
+        "match     path /products/{id}",
+        "captures  id=featured",
+    ]
+    assert "backend   catalog (new) 100%" in lines
+    assert lines[-4:] == [
+        "   1. product-detail   /products/{id}  chosen",
+        "   2. partner-api      /api            no: path does not match",
+        "   3. catalog          /products       no: matches, but a more specific route comes first",
+        "   4. everything-else  /               no: matches, but a more specific route comes first",
+    ]
+
+
+def test_explain_shows_splits_hosts_and_headers() -> None:
+    result = run(
+        "explain",
+        "-c",
+        "config/routes.example.yaml",
+        "GET",
+        "http://shop.partners.example.com:8443/api/orders",
+        "-H",
+        "X-Api-Version: 2",
+    )
+    assert result.returncode == 0
+    assert "route     partner-api   (config/routes.example.yaml:75:5)" in result.stdout
+    assert (
+        "match     path /api (prefix); host *.partners.example.com; header x-api-version: 2"
+        in result.stdout
+    )
+    result = run("explain", "-c", "config/routes.example.yaml", "HEAD", "/products?page=2")
+    assert "backend   catalog (new) 25%\nbackend   monolith (legacy) 75%\n" in result.stdout
+    assert "sticky    on cookie session_id" in result.stdout
+
+
+def test_explain_exits_1_when_nothing_matches_or_the_path_is_refused(tmp_path: Path) -> None:
+    path = table(tmp_path, "http://127.0.0.1:1")
+    result = run("explain", "-c", str(path), "GET", "/other")
+    assert result.returncode == 1
+    assert "route     none: the gateway answers 404 no_route" in result.stdout
+    result = run("explain", "-c", str(path), "GET", "/a%2Fb")
+    assert result.returncode == 1
+    assert "refused   400 bad_request: encoded '/' or '\\' in the path is not allowed" in (
+        result.stdout
+    )
+
+
+# ---- serve -------------------------------------------------------------------------------------
+
+
+def serve(config: Path, *extra: str) -> tuple[Process, str, str]:
+    process = Process(
+        [
+            *STRANGLER,
+            "serve",
+            "-c",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            *extra,
+        ]
+    )
+    gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
+    admin = process.wait_for_line(r"admin\s+(http://\S+)").group(1)
+    return process, gateway, admin
+
+
+def test_serve_proxies_to_the_monolith_and_stops_on_sigterm(tmp_path: Path, monolith: str) -> None:
+    process, gateway, admin = serve(table(tmp_path, monolith))
+    try:
+        direct = httpx.get(f"{monolith}/products/3")
+        through = httpx.get(f"{gateway}/products/3")
+        assert through.status_code == 200
+        assert through.content == direct.content
+        assert through.headers["etag"] == direct.headers["etag"]
+        # The admin endpoints live on the admin port only.
+        assert httpx.get(f"{admin}/healthz").json() == {"status": "ok"}
+        ready = httpx.get(f"{admin}/readyz").json()
+        assert ready["status"] == "ready"
+        routes = httpx.get(f"{admin}/routes").json()
+        assert [r["name"] for r in routes["routes"]] == ["shop"]
+        assert ready["version"] == routes["version"]
+        public = httpx.get(f"{gateway}/healthz")
+        assert public.status_code == 404
+        assert public.json()["error"] == "no_route"
+    finally:
+        assert process.stop(signal.SIGTERM) == 0
+
+
+def test_serve_binds_the_admin_port_to_loopback_by_default(tmp_path: Path, monolith: str) -> None:
+    process = Process(
+        [
+            *STRANGLER,
+            "serve",
+            "-c",
+            str(table(tmp_path, monolith)),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ]
+    )
+    try:
+        assert (
+            process.wait_for_line(r"gateway\s+(http://\S+)").group(1).startswith("http://0.0.0.0:")
+        )
+        assert (
+            process.wait_for_line(r"admin\s+(http://\S+)").group(1).startswith("http://127.0.0.1:")
+        )
+    finally:
+        assert process.stop(signal.SIGINT) == 0
+
+
+def test_serve_refuses_an_invalid_table_with_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nbackends: {}\nroutes: []\n")
+    result = run("serve", "-c", str(bad), "--port", "0", "--admin-port", "0")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{bad}:2:11: backends: at least one backend is required",
+        f"{bad}:3:9: routes: at least one route is required",
+        f"strangler: {bad}: not loaded (2 problems)",
+    ]
+
+
+def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "serve",
+            "-c",
+            str(table(tmp_path, "http://127.0.0.1:1")),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-port",
+            "0",
+        )
+    assert result.returncode == 1
+    assert "strangler: cannot listen:" in result.stderr
+    assert "Address already in use" in result.stderr
+
+
+def test_settings_come_from_the_environment(tmp_path: Path, monolith: str) -> None:
+    config = table(tmp_path, monolith)
+    env = {
+        **os.environ,
+        "STRANGLER_CONFIG": str(config),
+        "STRANGLER_HOST": "127.0.0.1",
+        "STRANGLER_PORT": "0",
+        "STRANGLER_ADMIN_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [*STRANGLER, "serve"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    process = Process.__new__(Process)
+    process.proc, process.lines = proc, []
+    try:
+        line = process.wait_for_line(r"table (\S+) \(version")
+        assert line.group(1) == str(config)
+        gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
+        assert httpx.get(f"{gateway}/products?per_page=1").json()["per_page"] == 1
+    finally:
+        assert process.stop() == 0
+
+
+# ---- demo --------------------------------------------------------------------------------------
+
+
+def test_demo_serves_the_monolith_through_the_gateway_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    monolith_port = free_port()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        (ROOT / "config" / "routes.yaml").read_text().replace("8081", str(monolith_port))
+    )
+    process = Process(
+        [
+            *STRANGLER,
+            "demo",
+            "-c",
+            str(config),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--monolith-port",
+            str(monolith_port),
+        ]
+    )
+    try:
+        gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
+        admin = process.wait_for_line(r"admin\s+(http://\S+)/routes").group(1)
+        login = httpx.post(
+            f"{gateway}/auth/login", json={"username": "alice", "password": "alice-password"}
+        )
+        assert login.status_code == 200
+        assert len(login.headers.get_list("set-cookie")) == 2
+        me = httpx.get(f"{gateway}/auth/me", cookies={"session_id": login.cookies["session_id"]})
+        assert me.json()["user"]["username"] == "alice"
+        page = httpx.get(f"{gateway}/")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "<h1>Shop</h1>" in page.text
+        assert json.loads(httpx.get(f"{admin}/routes").content)["routes"][0]["name"] == (
+            "everything-else"
+        )
+    finally:
+        assert process.stop(signal.SIGINT) == 0
+    assert wait_for(lambda: process.proc.poll() is not None)

@@ -1,0 +1,103 @@
+"""The admin app in-process: health, readiness and the active table as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.app import create_app
+from proxy.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+TABLE = """\
+version: 1
+backends:
+  monolith: {url: "http://127.0.0.1:8081", kind: legacy}
+  catalog: {url: "http://127.0.0.1:8082/v2", timeout: 5s}
+routes:
+  - name: everything-else
+    match: {path: /}
+    backend: monolith
+  - name: catalog
+    match: {path: /products, methods: [GET], host: "*.example.com", headers: {X-Beta: "1"}}
+    split: {catalog: 12.5, monolith: 87.5}
+    sticky: {cookie: sid, set: true}
+"""
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> httpx.AsyncClient:
+    config = tmp_path / "routes.yaml"
+    config.write_text(TABLE)
+    application = create_app(Settings(config=str(config)))
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application.admin), base_url="http://admin"
+    )
+    client.application = application  # type: ignore[attr-defined]
+    return client
+
+
+async def test_healthz_and_readyz(admin: httpx.AsyncClient) -> None:
+    assert (await admin.get("/healthz")).json() == {"status": "ok"}
+    ready = await admin.get("/readyz")
+    version = admin.application.runtime.table.version  # type: ignore[attr-defined]
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "version": version})
+    admin.application.runtime.draining = True  # type: ignore[attr-defined]
+    draining = await admin.get("/readyz")
+    assert (draining.status_code, draining.json()) == (503, {"status": "draining"})
+
+
+async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_path: Path) -> None:
+    body = (await admin.get("/routes")).json()
+    assert body["version"] == admin.application.runtime.table.version  # type: ignore[attr-defined]
+    assert body["source"] == str(tmp_path / "routes.yaml")
+    assert body["loaded_at"].endswith("Z")
+    assert body["routes"] == [
+        {
+            "name": "catalog",
+            "path": "/products",
+            "methods": ["GET"],
+            "host": "*.example.com",
+            "headers": {"x-beta": "1"},
+            "backends": [
+                {"name": "catalog", "kind": "new", "weight": 12.5},
+                {"name": "monolith", "kind": "legacy", "weight": 87.5},
+            ],
+            "sticky": {"cookie": "sid", "set": True},
+            "line": 9,
+        },
+        {
+            "name": "everything-else",
+            "path": "/",
+            "methods": None,
+            "host": None,
+            "headers": {},
+            "backends": [{"name": "monolith", "kind": "legacy", "weight": 100.0}],
+            "sticky": None,
+            "line": 6,
+        },
+    ]
+    assert body["backends"] == [
+        {
+            "name": "monolith",
+            "kind": "legacy",
+            "type": "url",
+            "target": "http://127.0.0.1:8081",
+            "timeout": 30.0,
+        },
+        {
+            "name": "catalog",
+            "kind": "new",
+            "type": "url",
+            "target": "http://127.0.0.1:8082/v2",
+            "timeout": 5.0,
+        },
+    ]
+
+
+async def test_unknown_admin_paths_and_methods(admin: httpx.AsyncClient) -> None:
+    assert (await admin.get("/nope")).status_code == 404
+    assert (await admin.post("/healthz")).status_code == 405
