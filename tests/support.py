@@ -106,8 +106,25 @@ def write_table(path: Path, backends: dict[str, str], routes: str | None = None)
 # ---- a scriptable raw upstream ---------------------------------------------------------------
 
 
+class _Head:
+    """Header access for a message head (start line and header lines, without the blank line)."""
+
+    head: bytes
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        return [
+            (n.strip().lower(), v.strip())
+            for n, v in (line.split(":", 1) for line in lines if line)
+        ]
+
+    def header(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n == name]
+
+
 @dataclass
-class Recorded:
+class Recorded(_Head):
     """One request as the upstream read it off the wire."""
 
     head: bytes
@@ -121,17 +138,6 @@ class Recorded:
     @property
     def target(self) -> str:
         return self.request_line.split(" ")[1]
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        lines = self.head.decode("latin-1").split("\r\n")[1:]
-        return [
-            (n.strip().lower(), v.strip())
-            for n, v in (line.split(":", 1) for line in lines if line)
-        ]
-
-    def header(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n == name]
 
 
 @dataclass
@@ -278,21 +284,10 @@ async def _read_request(reader: asyncio.StreamReader, connection: int) -> Record
 
 
 @dataclass
-class RawResponse:
+class RawResponse(_Head):
     status: int
     head: bytes
     body: bytes
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        lines = self.head.decode("latin-1").split("\r\n")[1:]
-        return [
-            (n.strip().lower(), v.strip())
-            for n, v in (line.split(":", 1) for line in lines if line)
-        ]
-
-    def header(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n == name]
 
 
 class RawClient:

@@ -16,7 +16,7 @@ import httpx
 
 from proxy.asgi import Send
 from proxy.backends.base import ProxyRequest
-from proxy.errors import StreamAborted, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import GatewayError, StreamAborted, UpstreamTimeout, UpstreamUnavailable
 from proxy.headers import client_response_headers
 from proxy.table import model
 
@@ -107,32 +107,29 @@ class HttpBackend:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
             if started:
-                raise StreamAborted(f"timeout after {self._timeout:g}s mid-response") from exc
-            raise UpstreamTimeout(
+                raise StreamAborted(f"{error.code} mid-response: {error.detail}") from exc
+            raise error from exc
+
+    def _translate(self, exc: Exception) -> GatewayError | None:
+        """The gateway error for an exception from the exchange; None for foreign ones."""
+        if isinstance(exc, TimeoutError):  # the whole-exchange deadline
+            return UpstreamTimeout(
                 f"backend {self.name!r} did not answer within {self._timeout:g}s"
-            ) from exc
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            )
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             # The request never reached the backend: unavailable, not slow.
-            raise UpstreamUnavailable(
-                f"backend {self.name!r} is unavailable",
-                detail=f"{type(exc).__name__}: {exc or 'connect timed out'}",
-            ) from exc
-        except httpx.TimeoutException as exc:
-            if started:
-                raise StreamAborted(f"{type(exc).__name__} mid-response") from exc
-            raise UpstreamTimeout(
-                f"backend {self.name!r} did not answer in time",
-                detail=f"{type(exc).__name__}: {exc}",
-            ) from exc
-        except httpx.TransportError as exc:
-            if started:
-                raise StreamAborted(f"{type(exc).__name__} mid-response: {exc}") from exc
-            raise UpstreamUnavailable(
-                f"backend {self.name!r} is unavailable",
-                detail=f"{type(exc).__name__}: {exc}",
-            ) from exc
+            return UpstreamUnavailable(f"backend {self.name!r} is unavailable", detail)
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(f"backend {self.name!r} did not answer in time", detail)
+        if isinstance(exc, httpx.TransportError):
+            return UpstreamUnavailable(f"backend {self.name!r} is unavailable", detail)
+        return None
 
     async def aclose(self) -> None:
         """The shared client belongs to the app; nothing of its own to release."""

@@ -286,10 +286,11 @@ def test_a_prefix_route_never_matches_outside_its_prefix(raw: bytes, prefix: str
 
 
 def backend_resolution(path: str) -> str:
-    """How a typical backend server reads a forwarded path: decode every escape, drop `;`
-    parameters from each segment (servlet containers do), resolve dot segments."""
-    decoded = urllib.parse.unquote(path)
-    segments = [segment.split(";", 1)[0] for segment in decoded.split("/")[1:]]
+    """How a servlet container reads a forwarded path (the strictest common reading): drop `;`
+    parameters from each raw segment, then decode every escape, then resolve dot segments
+    (Tomcat and Spring strip parameters before decoding)."""
+    raw_segments = [segment.split(";", 1)[0] for segment in path.split("/")[1:]]
+    segments = [urllib.parse.unquote(segment) for segment in raw_segments]
     out: list[str] = []
     for segment in segments:
         if segment == "..":
