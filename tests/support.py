@@ -195,6 +195,9 @@ class RawUpstream:
     closed_connections: int = 0
     #: Set by the loop when a connection the upstream was serving is closed by the peer.
     peer_closed: threading.Event = field(default_factory=threading.Event)
+    #: Progress while a request is still arriving: request heads read, chunked body bytes read.
+    heads_received: int = 0
+    body_bytes_received: int = 0
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -243,7 +246,7 @@ class RawUpstream:
         number = self.connections
         try:
             while True:
-                recorded = await _read_request(reader, number)
+                recorded = await self._read_request(reader, number)
                 if recorded is None:
                     self.peer_closed.set()
                     return
@@ -257,27 +260,27 @@ class RawUpstream:
             self.closed_connections += 1
             writer.close()
 
-
-async def _read_request(reader: asyncio.StreamReader, connection: int) -> Recorded | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    head = head[:-4]
-    recorded = Recorded(head, b"", connection)
-    length = recorded.header("content-length")
-    if length:
-        recorded.body = await reader.readexactly(int(length[0]))
-    elif any(v.lower() == "chunked" for v in recorded.header("transfer-encoding")):
-        chunks = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-            if size == 0:
-                break
-        recorded.body = b"".join(chunks)
-    return recorded
+    async def _read_request(self, reader: asyncio.StreamReader, connection: int) -> Recorded | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        recorded = Recorded(head[:-4], b"", connection)
+        self.heads_received += 1
+        length = recorded.header("content-length")
+        if length:
+            recorded.body = await reader.readexactly(int(length[0]))
+        elif any(v.lower() == "chunked" for v in recorded.header("transfer-encoding")):
+            chunks = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+                chunks.append(await reader.readexactly(size))
+                self.body_bytes_received += size
+                await reader.readexactly(2)
+                if size == 0:
+                    break
+            recorded.body = b"".join(chunks)
+        return recorded
 
 
 # ---- a raw-socket client ------------------------------------------------------------------------
