@@ -42,7 +42,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(secret: str | None = None) -> Starlette:
     store = Store()
-    secret = secret or os.environ.get("MONOLITH_SESSION_SECRET", data.DEFAULT_SECRET)
+    secret = secret or os.environ.get("SHOP_SESSION_SECRET", data.DEFAULT_SECRET)
 
     def current_user(request: Request) -> data.User | None:
         token = request.cookies.get(data.SESSION_COOKIE)

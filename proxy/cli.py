@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,6 +37,10 @@ MONOLITH_PORT = 8081
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Function handlers named in a table are imported from the current directory first, as
+    # `python -m` and uvicorn's --app-dir do; a console script alone would not look there.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     result: int = args.run(args)
     return result
 
@@ -141,8 +146,10 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     if level != "debug":
-        # uvicorn announces each of the process's listeners at INFO; the banner says it once.
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        # uvicorn announces each of the process's listeners at INFO, and httpx logs every
+        # upstream request at INFO: the banner says the first once, the second is noise.
+        for name in ("uvicorn.error", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _load(settings: Settings) -> Application | None:

@@ -83,8 +83,11 @@ class Gateway:
             body=_body(receive, watch) if head.has_body else None,
             request_id=request_id,
             route=route.name,
+            route_key=route.route_key,
             captures=captures,
             client_ip=client_ip,
+            host=host,
+            protocol="HTTP/" + scope.get("http_version", "1.1"),
         )
         if request.body is None:
             watch.start()

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import httpx
 
 from proxy.backends.base import Backend
+from proxy.backends.function import FunctionBackend
 from proxy.backends.http import HttpBackend
+from proxy.backends.remote import LambdaBackend
 from proxy.table import model
 
 
@@ -17,7 +19,8 @@ def backend_factory(client: httpx.AsyncClient) -> Callable[[model.Backend], Back
     def make(spec: model.Backend) -> Backend:
         if spec.url is not None:
             return HttpBackend(spec, client)
-        kind = "function" if spec.function is not None else "lambda"
-        raise ValueError(f"{kind} backends are not available in this version of strangler")
+        if spec.function is not None:
+            return FunctionBackend(spec)
+        return LambdaBackend(spec, client)
 
     return make

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.asgi import RawHeaders, Send
+from proxy.errors import BodyTooLarge
 from proxy.table import model
 from proxy.table.model import Kind
 
@@ -29,9 +30,15 @@ class ProxyRequest:
     body: AsyncIterator[bytes] | None
     request_id: str
     route: str
+    #: API Gateway's name for the route: ``GET /products/{id}``, or ``ANY /auth``.
+    route_key: str
     #: Values captured by ``{param}`` segments of the route's path.
     captures: dict[str, str]
     client_ip: str
+    #: The Host header's name, lower-case, without the port.
+    host: str | None
+    #: As the client spoke it, e.g. ``HTTP/1.1``.
+    protocol: str
 
 
 class Backend(Protocol):
@@ -45,3 +52,30 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release what the backend holds (connections, threads)."""
+
+
+#: Lambda's limit for a synchronous invocation's payload is 6 MB; a request body above it
+#: could never reach a function, so it is refused before it is read.
+MAX_FUNCTION_BODY = 6 * 1024 * 1024
+
+
+async def read_body(request: ProxyRequest, limit: int = MAX_FUNCTION_BODY) -> bytes:
+    """The whole request body, or :class:`~proxy.errors.BodyTooLarge` past ``limit`` bytes
+    (refused from ``Content-Length`` alone when it announces more)."""
+    for name, value in request.headers:
+        if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
+            raise _too_large(limit)
+    if request.body is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the request body is larger than {limit} bytes")

@@ -35,6 +35,9 @@ class CompiledRoute:
     choice: WeightedChoice[Backend]
     #: Sort key: pattern specificity, then more conditions, then file order.
     precedence: tuple[tuple[int, ...], int, int]
+    #: API Gateway's route key: ``GET /products/{id}`` when the route has exactly one method,
+    #: ``ANY /products/{id}`` otherwise.
+    route_key: str
 
     @property
     def name(self) -> str:
@@ -139,6 +142,8 @@ def _compile_route(route: model.Route, backends: dict[str, Backend]) -> Compiled
     pattern = compile_pattern(match.path)
     conditions = (match.methods is not None) + (match.host is not None) + len(match.headers)
     weighted = tuple((backends[name], weight) for name, weight in route.split)
+    methods = sorted(match.methods) if match.methods is not None else []
+    method_key = methods[0] if len(methods) == 1 else "ANY"
     return CompiledRoute(
         spec=route,
         pattern=pattern,
@@ -148,4 +153,5 @@ def _compile_route(route: model.Route, backends: dict[str, Backend]) -> Compiled
         backends=weighted,
         choice=WeightedChoice(weighted),
         precedence=(pattern.rank, -conditions, route.index),
+        route_key=f"{method_key} {match.path}",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -40,14 +39,16 @@ def free_port() -> int:
 class Process:
     """A long-running subprocess whose output is read line by line, stopped by pid."""
 
-    def __init__(self, args: list[str], cwd: Path = ROOT) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             args,
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
 
@@ -134,17 +135,32 @@ def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     ]
 
 
-def test_check_refuses_backends_this_version_cannot_serve(tmp_path: Path) -> None:
+def test_check_imports_function_handlers_from_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "my_service.py").write_text("def handler(event, context):\n    return 'hi'\n")
     path = tmp_path / "fn.yaml"
     path.write_text(
-        "version: 1\nbackends:\n  f: {function: 'new_services.x:handler'}\n"
-        "routes: [{name: a, match: {path: /}, backend: f}]\n"
+        "version: 1\nbackends:\n"
+        "  good: {function: 'my_service:handler'}\n"
+        "  missing: {function: 'my_service:nope'}\n"
+        "  broken: {function: 'no_such_module:handler'}\n"
+        "routes: [{name: a, match: {path: /}, split: {good: 50, missing: 25, broken: 25}}]\n"
     )
-    result = run("check", "-c", str(path))
+    strangler = str(Path(sys.executable).parent / "strangler")
+    result = subprocess.run(
+        [strangler, "check", "-c", "fn.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
-    assert result.stdout.splitlines()[0] == (
-        f"{path}:3:6: backends.f: function backends are not available in this version of strangler"
-    )
+    assert result.stdout.splitlines() == [
+        "fn.yaml:4:12: backends.missing: 'my_service' has no attribute 'nope'",
+        "fn.yaml:5:11: backends.broken: cannot import 'no_such_module': ModuleNotFoundError: "
+        "No module named 'no_such_module'",
+        "fn.yaml: invalid (2 problems)",
+    ]
 
 
 def test_strangler_console_script_is_installed() -> None:
@@ -347,7 +363,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monolith: str) -> No
 # ---- demo --------------------------------------------------------------------------------------
 
 
-def test_demo_serves_the_monolith_through_the_gateway_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     monolith_port = free_port()
     config = tmp_path / "routes.yaml"
     config.write_text(
@@ -365,24 +381,32 @@ def test_demo_serves_the_monolith_through_the_gateway_and_stops_on_ctrl_c(tmp_pa
             "0",
             "--monolith-port",
             str(monolith_port),
-        ]
+        ],
+        env={"STRANGLER_DATA_DIR": str(tmp_path / "data")},
     )
     try:
         gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
         admin = process.wait_for_line(r"admin\s+(http://\S+)/routes").group(1)
+        routes = {r["name"]: r for r in httpx.get(f"{admin}/routes").json()["routes"]}
+        assert routes["auth"]["backends"] == [{"name": "auth", "kind": "new", "weight": 100.0}]
+        assert [b["weight"] for b in routes["catalog"]["backends"]] == [25.0, 75.0]
+        # Login is served by the auth function...
         login = httpx.post(
             f"{gateway}/auth/login", json={"username": "alice", "password": "alice-password"}
         )
         assert login.status_code == 200
         assert len(login.headers.get_list("set-cookie")) == 2
-        me = httpx.get(f"{gateway}/auth/me", cookies={"session_id": login.cookies["session_id"]})
-        assert me.json()["user"]["username"] == "alice"
+        cookies = {"session_id": login.cookies["session_id"]}
+        assert httpx.get(f"{gateway}/auth/me", cookies=cookies).json()["user"]["id"] == 1
+        # ...and its session opens the cart, still on the monolith.
+        added = httpx.post(f"{gateway}/cart/items", json={"product_id": 3}, cookies=cookies)
+        assert added.status_code == 201
+        # The catalogue answers the same whichever side of the split serves it.
+        pages = {httpx.get(f"{gateway}/products?per_page=3").content for _ in range(20)}
+        assert len(pages) == 1
         page = httpx.get(f"{gateway}/")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "<h1>Shop</h1>" in page.text
-        assert json.loads(httpx.get(f"{admin}/routes").content)["routes"][0]["name"] == (
-            "everything-else"
-        )
     finally:
         assert process.stop(signal.SIGINT) == 0
     assert wait_for(lambda: process.proc.poll() is not None)

@@ -1,0 +1,170 @@
+"""The ``function:`` backend: call a Lambda-style handler in this process (CONTRACT §3.1, §3.4).
+
+The handler is imported when the table is loaded. A plain ``def`` runs in a thread of the
+backend's own pool, so a blocking handler never stalls the event loop or other backends; an
+``async def`` runs on the loop. ``max_concurrency`` bounds invocations in flight, and a
+request past it is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proxy.asgi import Send
+from proxy.backends.base import ProxyRequest, read_body
+from proxy.backends.lambda_payload import FunctionResponse, build_event, parse_result
+from proxy.errors import FunctionError, Overloaded, UpstreamTimeout
+from proxy.headers import client_response_headers
+from proxy.table import model
+
+log = logging.getLogger("strangler.function")
+
+#: What ``context.memory_limit_in_mb`` reports; nothing enforces it in process.
+MEMORY_LIMIT_MB = 128
+
+
+def load_handler(reference: str) -> Callable[..., Any]:
+    """Import ``module.path:attr``; ValueError says why it cannot be used."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is a config error
+        raise ValueError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise ValueError(f"{reference!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class LambdaContext:
+    """The context object of the Lambda Python runtime, as far as a handler can use it here."""
+
+    def __init__(self, function_name: str, request_id: str, timeout: float) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
+        self.memory_limit_in_mb = MEMORY_LIMIT_MB
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "strangler"
+        self.identity = None
+        self.client_context = None
+        self._deadline = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class Slots:
+    """A count of invocations in flight that refuses, rather than queues, past its limit."""
+
+    __slots__ = ("in_use", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use -= 1
+
+
+class FunctionBackend:
+    def __init__(self, spec: model.Backend) -> None:
+        assert spec.function is not None
+        assert spec.max_concurrency is not None
+        self.name = spec.name
+        self.kind = spec.kind
+        self.spec = spec
+        self._handler = load_handler(spec.function)
+        call = getattr(self._handler, "__call__", None)  # noqa: B004 - async callable objects
+        self._is_async = inspect.iscoroutinefunction(self._handler) or (
+            call is not None and inspect.iscoroutinefunction(call)
+        )
+        self._timeout = spec.timeout
+        self._slots = Slots(spec.max_concurrency)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def handle(self, request: ProxyRequest, send: Send) -> None:
+        body = await read_body(request)
+        if not self._slots.take():
+            raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
+        context = LambdaContext(self.name, request.request_id, self._timeout)
+        event = build_event(request, body)
+        if self._is_async:
+            try:
+                result = await self._call_async(event, context)
+            finally:
+                self._slots.give_back()
+        else:
+            result = await self._call_in_thread(event, context)
+        response = parse_result(result)
+        await send_response(response, request.request_id, send)
+
+    async def _call_async(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._handler(event, context)
+        except TimeoutError:
+            raise self._timed_out() from None
+        except Exception as exc:
+            raise self._raised(exc) from exc
+
+    async def _call_in_thread(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._slots.limit, thread_name_prefix=f"function-{self.name}"
+            )
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(self._handler, event, context)
+        # A thread cannot be stopped: its slot is given back when it really ends, not when the
+        # client stops waiting, so a stuck handler keeps counting against max_concurrency.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.give_back))
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise self._timed_out() from None
+        except Exception as exc:
+            raise self._raised(exc) from exc
+
+    def _timed_out(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"function {self.name!r} did not return within {self._timeout:g}s")
+
+    def _raised(self, exc: Exception) -> FunctionError:
+        log.error("function %s raised", self.name, exc_info=exc)
+        return FunctionError(
+            f"function {self.name!r} failed", detail=f"{type(exc).__name__}: {exc}"
+        )
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def send_response(response: FunctionResponse, request_id: str, send: Send) -> None:
+    """Send a complete function response; statuses that carry no body get none."""
+    headers = client_response_headers(response.headers, request_id, response.status)
+    body = response.body
+    if response.status in (204, 304) or response.status < 200:
+        body = b""
+    else:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,174 @@
+"""API Gateway's HTTP API payload format 2.0, both ways (CONTRACT §3.2).
+
+:func:`build_event` turns a request into the event a Lambda handler receives behind an HTTP
+API; :func:`parse_result` turns what the handler returned into status, headers and body bytes,
+including 2.0's inference for a result without ``statusCode``. Shared by the in-process and
+the remote function backends; no I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.asgi import RawHeaders
+from proxy.backends.base import ProxyRequest
+from proxy.errors import BadFunctionResponse
+
+ACCOUNT_ID = "000000000000"
+API_ID = "strangler"
+
+# Bodies of these types travel as text; everything else as base64.
+_TEXT_TYPES = re.compile(
+    r"(text/.*|application/(json|xml|javascript|x-www-form-urlencoded|graphql)|.*\+(json|xml))"
+)
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+
+@dataclass(slots=True)
+class FunctionResponse:
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+def build_event(request: ProxyRequest, body: bytes, now: float | None = None) -> dict[str, Any]:
+    """The 2.0 event for ``request`` with its complete ``body``."""
+    now = time.time() if now is None else now
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in request.headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "cookie":
+            cookies.extend(part.strip() for part in value.split(";") if part.strip())
+        elif name in headers:
+            headers[name] = f"{headers[name]},{value}"
+        else:
+            headers[name] = value
+    raw_query = request.query.decode("latin-1")
+    host = request.host or "localhost"
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": request.route_key,
+        "rawPath": request.path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": ACCOUNT_ID,
+            "apiId": API_ID,
+            "domainName": host,
+            "domainPrefix": host.split(".", 1)[0],
+            "http": {
+                "method": request.method,
+                "path": request.path,
+                "protocol": request.protocol,
+                "sourceIp": request.client_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request.request_id,
+            "routeKey": request.route_key,
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if raw_query:
+        params: dict[str, str] = {}
+        for key, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
+            params[key] = f"{params[key]},{value}" if key in params else value
+        event["queryStringParameters"] = params
+    if request.captures:
+        event["pathParameters"] = {
+            name: urllib.parse.unquote(value) for name, value in request.captures.items()
+        }
+    if body:
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        text = _as_text(body) if _TEXT_TYPES.fullmatch(content_type) else None
+        if text is None:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+        else:
+            event["body"] = text
+    return event
+
+
+def _as_text(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_result(result: Any) -> FunctionResponse:
+    """Map a handler's return value to a response, or raise :class:`BadFunctionResponse`."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        return _inferred(result)
+    status = result["statusCode"]
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise _bad(f"statusCode must be an integer from 100 to 599, not {status!r}")
+    headers: RawHeaders = []
+    raw_headers = result.get("headers") or {}
+    if not isinstance(raw_headers, dict):
+        raise _bad("headers must be an object")
+    for name, value in raw_headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise _bad(f"bad header name {name!r}")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _bad(f"header {name!r} must be a string, not {type(value).__name__}")
+        text = str(value)
+        if _BAD_HEADER_VALUE.search(text):
+            raise _bad(f"header {name!r} has a control character")
+        if name.lower() != "content-length":
+            headers.append((name.lower().encode("latin-1"), _header_bytes(name, text)))
+    cookies = result.get("cookies") or []
+    if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
+        raise _bad("cookies must be a list of strings")
+    for cookie in cookies:
+        if _BAD_HEADER_VALUE.search(cookie):
+            raise _bad("a cookie has a control character")
+        headers.append((b"set-cookie", _header_bytes("set-cookie", cookie)))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif not isinstance(body, str):
+        raise _bad(f"body must be a string, not {type(body).__name__}")
+    elif result.get("isBase64Encoded") is True:
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad("isBase64Encoded is true but body is not valid base64") from None
+    else:
+        data = body.encode("utf-8")
+    return FunctionResponse(status, headers, data)
+
+
+def _inferred(result: Any) -> FunctionResponse:
+    if isinstance(result, str):
+        data = result.encode("utf-8")
+    else:
+        try:
+            data = json.dumps(result, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            raise _bad(f"a {type(result).__name__} is not a valid response") from None
+    return FunctionResponse(200, [(b"content-type", b"application/json")], data)
+
+
+def _header_bytes(name: str, value: str) -> bytes:
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise _bad(f"header {name!r} is not latin-1 text") from None
+
+
+def _bad(message: str) -> BadFunctionResponse:
+    return BadFunctionResponse("the function returned an invalid response", detail=message)

@@ -1,0 +1,103 @@
+"""The ``lambda:`` backend: invoke a function through the Lambda invoke API (CONTRACT §3.3).
+
+The same 2.0 event as for in-process functions is POSTed to
+``{base}/2015-03-31/functions/function/invocations``, the path of the Lambda Runtime Interface
+Emulator that Lambda container images carry. A reply with ``X-Amz-Function-Error`` is a handler
+failure whatever its status. The emulator runs one invocation at a time, hence
+``max_concurrency`` 1 by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+
+from proxy.asgi import Send
+from proxy.backends.base import ProxyRequest, read_body
+from proxy.backends.function import Slots, send_response
+from proxy.backends.lambda_payload import build_event, parse_result
+from proxy.errors import (
+    BadFunctionResponse,
+    FunctionError,
+    Overloaded,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.table import model
+
+log = logging.getLogger("strangler.function")
+
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+
+
+class LambdaBackend:
+    def __init__(self, spec: model.Backend, client: httpx.AsyncClient) -> None:
+        assert spec.lambda_url is not None
+        assert spec.max_concurrency is not None
+        self.name = spec.name
+        self.kind = spec.kind
+        self.spec = spec
+        self._client = client
+        self._url = httpx.URL(spec.lambda_url.rstrip("/") + INVOKE_PATH)
+        self._timeout = spec.timeout
+        self._timeouts = {
+            "connect": spec.connect_timeout,
+            "read": spec.timeout,
+            "write": spec.timeout,
+            "pool": spec.timeout,
+        }
+        self._slots = Slots(spec.max_concurrency)
+
+    async def handle(self, request: ProxyRequest, send: Send) -> None:
+        body = await read_body(request)
+        if not self._slots.take():
+            raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
+        try:
+            reply = await self._invoke(json.dumps(build_event(request, body)).encode())
+        finally:
+            self._slots.give_back()
+        if reply.headers.get("x-amz-function-error") or reply.status_code != 200:
+            log.error(
+                "function %s failed (status %d, %s): %s",
+                self.name,
+                reply.status_code,
+                reply.headers.get("x-amz-function-error", "no X-Amz-Function-Error"),
+                reply.text[:2000],
+            )
+            raise FunctionError(
+                f"function {self.name!r} failed",
+                detail=f"invoke answered {reply.status_code}: {reply.text[:200]}",
+            )
+        try:
+            result = json.loads(reply.content)
+        except ValueError:
+            raise BadFunctionResponse(
+                "the function returned an invalid response", detail="the invoke reply is not JSON"
+            ) from None
+        await send_response(parse_result(result), request.request_id, send)
+
+    async def _invoke(self, payload: bytes) -> httpx.Response:
+        upstream = httpx.Request(
+            "POST",
+            self._url,
+            headers=[(b"content-type", b"application/json")],
+            content=payload,
+            extensions={"timeout": self._timeouts},
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._client.send(upstream)
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+            raise UpstreamTimeout(
+                f"function {self.name!r} did not return within {self._timeout:g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(
+                f"backend {self.name!r} is unavailable", detail=f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """The shared client belongs to the app; nothing of its own to release."""
