@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from new_services.common import http, session
+from new_services.common.entry import EntryPoint
 from new_services.common.storage import Store, data_dir, seed
 
 SCHEMA = (
@@ -110,12 +111,4 @@ class Auth:
         return http.json_response(200, {"user": _public(row)})
 
 
-_service: Auth | None = None
-
-
-def handler(event: http.Event, context: Any) -> http.Response:
-    """The Lambda entry point; the store is opened on the first invocation and kept warm."""
-    global _service
-    if _service is None:
-        _service = Auth(Store(data_dir() / "auth.sqlite3", SCHEMA, _fill))
-    return _service(event, context)
+handler = EntryPoint(lambda: Auth(Store(data_dir() / "auth.sqlite3", SCHEMA, _fill)))

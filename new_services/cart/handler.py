@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 from new_services.common import http, session
+from new_services.common.entry import EntryPoint
 from new_services.common.storage import Store, data_dir, seed
 
 FIRST_ORDER_ID = 1001
@@ -72,13 +73,16 @@ class Cart:
             if item is not None:
                 db.execute(
                     "DELETE FROM cart_lines WHERE user_id = ? AND product_id = ?",
-                    (user_id, _int(item.group(1))),
+                    (user_id, http.to_int(item.group(1))),
                 )
                 return http.json_response(200, _cart(db, user_id))
-            return self.order(db, user_id, _int(order.group(1)))
+            return self.order(db, user_id, http.to_int(order.group(1)))
 
     def add(self, db: sqlite3.Connection, user_id: int, fields: dict[str, Any]) -> http.Response:
-        product_id, quantity = _int(fields.get("product_id")), _int(fields.get("quantity", 1))
+        product_id, quantity = (
+            http.to_int(fields.get("product_id")),
+            http.to_int(fields.get("quantity", 1)),
+        )
         known = db.execute("SELECT 1 FROM prices WHERE product_id = ?", (product_id,)).fetchone()
         if known is None or quantity < 1:
             return http.error(400, "bad_item", "product_id must exist and quantity be at least 1")
@@ -129,19 +133,4 @@ def _orders(db: sqlite3.Connection, user_id: int) -> list[dict[str, Any]]:
     return [json.loads(row["document"]) for row in rows]
 
 
-def _int(value: object) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return -1
-
-
-_service: Cart | None = None
-
-
-def handler(event: http.Event, context: Any) -> http.Response:
-    """The Lambda entry point; the store is opened on the first invocation and kept warm."""
-    global _service
-    if _service is None:
-        _service = Cart(Store(data_dir() / "cart.sqlite3", SCHEMA, _fill))
-    return _service(event, context)
+handler = EntryPoint(lambda: Cart(Store(data_dir() / "cart.sqlite3", SCHEMA, _fill)))

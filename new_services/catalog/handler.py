@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from new_services.common import http
+from new_services.common.entry import EntryPoint
 from new_services.common.storage import Store, data_dir, seed
 
 MAX_PER_PAGE = 50
@@ -114,7 +115,9 @@ class Catalog:
 
     def detail(self, raw_id: str, if_none_match: str | None) -> http.Response:
         with self.store.connect() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM products WHERE id = ?", (_int(raw_id),))
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM products WHERE id = ?", (http.to_int(raw_id),)
+            )
             found = row.fetchone()
         if found is None:
             return http.error(404, "not_found", "no such product")
@@ -132,26 +135,11 @@ class Catalog:
     def image(self, raw_id: str) -> http.Response:
         with self.store.connect() as db:
             found = db.execute(
-                "SELECT image FROM products WHERE id = ?", (_int(raw_id),)
+                "SELECT image FROM products WHERE id = ?", (http.to_int(raw_id),)
             ).fetchone()
         if found is None:
             return http.error(404, "not_found", "no such product")
         return http.binary_response(bytes(found["image"]), "application/octet-stream")
 
 
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return -1
-
-
-_service: Catalog | None = None
-
-
-def handler(event: http.Event, context: Any) -> http.Response:
-    """The Lambda entry point; the store is opened on the first invocation and kept warm."""
-    global _service
-    if _service is None:
-        _service = Catalog(Store(data_dir() / "catalog.sqlite3", SCHEMA, _fill))
-    return _service(event, context)
+handler = EntryPoint(lambda: Catalog(Store(data_dir() / "catalog.sqlite3", SCHEMA, _fill)))

@@ -131,3 +131,11 @@ def set_cookie(
 
 def delete_cookie(name: str, *, httponly: bool = False, samesite: str = "lax") -> str:
     return set_cookie(name, "", max_age=0, httponly=httponly, samesite=samesite, expires_now=True)
+
+
+def to_int(value: object) -> int:
+    """An id from a path or a field; -1 (never an id) when it is not a number."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1

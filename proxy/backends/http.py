@@ -46,6 +46,18 @@ def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
     return client
 
 
+def client_timeouts(spec: model.Backend) -> dict[str, float]:
+    """httpx's per-request timeouts for a backend: ``connect_timeout`` for the connect, the
+    whole ``timeout`` as a backstop for each read and write (the exchange as a whole is bounded
+    separately)."""
+    return {
+        "connect": spec.connect_timeout,
+        "read": spec.timeout,
+        "write": spec.timeout,
+        "pool": spec.timeout,
+    }
+
+
 class HttpBackend:
     """An upstream reached at ``url`` (its path, if any, prefixes every forwarded path)."""
 
@@ -58,12 +70,7 @@ class HttpBackend:
         self._base = httpx.URL(spec.url)
         self._base_path = self._base.path.rstrip("/")
         self._timeout = spec.timeout
-        self._timeouts = {
-            "connect": spec.connect_timeout,
-            "read": spec.timeout,
-            "write": spec.timeout,
-            "pool": spec.timeout,
-        }
+        self._timeouts = client_timeouts(spec)
 
     def target(self, path: str, query: bytes) -> httpx.URL:
         """The upstream URL for a normalised path and the client's query.

@@ -18,6 +18,7 @@ import httpx
 from proxy.asgi import Send
 from proxy.backends.base import ProxyRequest, read_body
 from proxy.backends.function import Slots, send_response
+from proxy.backends.http import client_timeouts
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.errors import (
     BadFunctionResponse,
@@ -43,12 +44,7 @@ class LambdaBackend:
         self._client = client
         self._url = httpx.URL(spec.lambda_url.rstrip("/") + INVOKE_PATH)
         self._timeout = spec.timeout
-        self._timeouts = {
-            "connect": spec.connect_timeout,
-            "read": spec.timeout,
-            "write": spec.timeout,
-            "pool": spec.timeout,
-        }
+        self._timeouts = client_timeouts(spec)
         self._slots = Slots(spec.max_concurrency)
 
     async def handle(self, request: ProxyRequest, send: Send) -> None:

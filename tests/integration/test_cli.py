@@ -175,14 +175,21 @@ def test_strangler_console_script_is_installed() -> None:
 # ---- explain -----------------------------------------------------------------------------------
 
 
+def example_line(route: str) -> int:
+    """Where a route starts in config/routes.example.yaml (its "- name:" line)."""
+    lines = (ROOT / "config" / "routes.example.yaml").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.strip() == f"- name: {route}")
+
+
 def test_explain_names_the_route_the_backend_and_the_losers() -> None:
     result = run("explain", "-c", "config/routes.example.yaml", "GET", "/products/7/../featured")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    detail_line = example_line("product-detail")
     assert lines[:5] == [
         "request   GET /products/7/../featured",
         "path      /products/featured   (normalised; this is what the backend receives)",
-        "route     product-detail   (config/routes.example.yaml:67:5)",
+        f"route     product-detail   (config/routes.example.yaml:{detail_line}:5)",
         "match     path /products/{id}",
         "captures  id=featured",
     ]
@@ -206,7 +213,8 @@ def test_explain_shows_splits_hosts_and_headers() -> None:
         "X-Api-Version: 2",
     )
     assert result.returncode == 0
-    assert "route     partner-api   (config/routes.example.yaml:75:5)" in result.stdout
+    line = example_line("partner-api")
+    assert f"route     partner-api   (config/routes.example.yaml:{line}:5)" in result.stdout
     assert (
         "match     path /api (prefix); host *.partners.example.com; header x-api-version: 2"
         in result.stdout

@@ -60,6 +60,18 @@ def get(port: int, target: str, extra: bytes = b"") -> Any:
         client.close()
 
 
+def refused(port: int) -> Any:
+    """The first 503 for /fn, once the request sent just before has taken the only slot."""
+    replies: list[Any] = []
+
+    def refusing() -> bool:
+        replies.append(get(port, "/fn"))
+        return bool(replies[-1].status == 503)
+
+    assert wait_for(refusing)
+    return replies[-1]
+
+
 def test_event_and_context_reach_the_handler(tmp_path: Path) -> None:
     with gateway_with(tmp_path, echo="echo , timeout: 4s") as port:
         reply = get(port, "/echo/a%20b?x=1&x=2", b"Cookie: s=1; t=2\r\nUser-Agent: ua\r\n")
@@ -210,11 +222,7 @@ def test_excess_invocations_are_refused_at_once_with_503(tmp_path: Path) -> None
         first.send(b"GET /fn HTTP/1.1\r\nHost: h\r\n\r\n")
         try:
             # While the only slot is taken, the next request is refused, not queued.
-            for _ in range(50):
-                reply = get(port, "/fn")
-                if reply.status == 503:
-                    break
-            assert reply.status == 503
+            reply = refused(port)
             assert json.loads(reply.body) == {
                 "error": "overloaded",
                 "message": "backend 'fn' is at its limit of 1",
@@ -356,11 +364,7 @@ def test_remote_function_runs_one_invocation_at_a_time_by_default(tmp_path: Path
         first = RawClient(port)
         first.send(b"GET /fn HTTP/1.1\r\nHost: h\r\n\r\n")
         try:
-            for _ in range(50):
-                reply = get(port, "/fn")
-                if reply.status == 503:
-                    break
-            assert json.loads(reply.body)["error"] == "overloaded"
+            assert json.loads(refused(port).body)["error"] == "overloaded"
         finally:
             emulator.release.set()
         assert first.read_response().body == b"Hello from Lambda!"

@@ -129,7 +129,7 @@ async def sides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setenv("STRANGLER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SHOP_SESSION_SECRET", "parity-secret")
     for module in (auth_handler, cart_handler, catalog_handler):
-        monkeypatch.setattr(module, "_service", None)
+        monkeypatch.setattr(module.handler, "_service", None)
     clients = []
     for name, text in (("legacy", LEGACY_TABLE), ("migrated", MIGRATED_TABLE)):
         config = tmp_path / f"{name}.yaml"
