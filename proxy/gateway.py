@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator
 
-from proxy.asgi import Message, Receive, Scope, Send
+from proxy.asgi import Message, RawHeaders, Receive, Scope, Send
 from proxy.backends.base import Backend, ProxyRequest
 from proxy.errors import (
     BadRequest,
@@ -23,9 +24,14 @@ from proxy.errors import (
     StreamAborted,
     send_error,
 )
-from proxy.headers import read_head, upstream_request_headers
+from proxy.headers import cookie_value, header_value, read_head, upstream_request_headers
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.runtime import Runtime
+from proxy.table.compile import CompiledRoute
+
+#: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
+#: for the whole site, a year, not readable by scripts.
+STICKY_COOKIE = b"; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
 
 log = logging.getLogger("strangler.gateway")
 
@@ -64,10 +70,10 @@ class Gateway:
             await send_error(send, exc, request_id)
             return
         route, captures = found
-        backend = route.choice.pick(self._rng)
+        exchange = _Exchange(send)
+        backend = self._pick(route, headers, exchange)
         client = scope.get("client")
         client_ip = client[0] if client else "0.0.0.0"
-        exchange = _Exchange(send)
         watch = _DisconnectWatch(receive, exchange)
         request = ProxyRequest(
             method=method,
@@ -92,6 +98,25 @@ class Gateway:
         if request.body is None:
             watch.start()
         await _forward(backend, request, exchange, watch)
+
+    def _pick(self, route: CompiledRoute, headers: RawHeaders, exchange: _Exchange) -> Backend:
+        """The route's backend for this request: by its sticky key when it has one."""
+        sticky = route.sticky
+        if sticky is None:
+            return route.split.pick(self._rng)
+        if sticky.cookie is not None:
+            key = cookie_value(headers, sticky.cookie)
+            if key is None and sticky.set_cookie:
+                key = uuid.uuid4().hex
+                exchange.extra_headers.append(
+                    (b"set-cookie", sticky.cookie + b"=" + key.encode() + STICKY_COOKIE)
+                )
+        else:
+            assert sticky.header is not None
+            key = header_value(headers, sticky.header)
+        if key is None:
+            return route.split.pick(self._rng)
+        return route.split.pick_for_key(key)
 
 
 async def _forward(
@@ -121,18 +146,22 @@ async def _forward(
 
 
 class _Exchange:
-    """Passes messages to the server and remembers how far the response got."""
+    """Passes messages to the server, adds the gateway's own response headers, and remembers
+    how far the response got."""
 
-    __slots__ = ("_send", "complete", "started")
+    __slots__ = ("_send", "complete", "extra_headers", "started")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
         self.complete = False
+        self.extra_headers: RawHeaders = []
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            if self.extra_headers:
+                message["headers"] = [*message["headers"], *self.extra_headers]
         elif not message.get("more_body", False):
             self.complete = True
         await self._send(message)

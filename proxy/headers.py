@@ -111,3 +111,23 @@ def client_response_headers(headers: RawHeaders, request_id: str, status: int) -
     out = [(name.lower(), value) for name, value in headers if name.lower() not in drop]
     out.append((b"x-request-id", request_id.encode("ascii")))
     return out
+
+
+def cookie_value(headers: RawHeaders, name: bytes) -> str | None:
+    """The value of cookie ``name`` in the request's Cookie headers, or None."""
+    prefix = name + b"="
+    for header_name, value in headers:
+        if header_name == b"cookie":
+            for pair in value.split(b";"):
+                pair = pair.strip()
+                if pair.startswith(prefix):
+                    return pair[len(prefix) :].decode("latin-1")
+    return None
+
+
+def header_value(headers: RawHeaders, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for header_name, value in headers:
+        if header_name == name:
+            return value.decode("latin-1")
+    return None

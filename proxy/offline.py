@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
+from proxy.headers import cookie_value, header_value
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
 from proxy.table.loader import load_table
@@ -77,10 +78,7 @@ def explain_request(
         for backend, weight in route.backends:
             share = f"{weight * 100 / WEIGHT_SCALE:g}%"
             lines.append(f"backend   {backend.name} ({backend.kind.value}) {share}")
-        sticky = route.spec.sticky
-        if sticky is not None:
-            source = f"cookie {sticky.cookie}" if sticky.cookie else f"header {sticky.header}"
-            lines.append(f"sticky    on {source}")
+        lines.extend(_sticky_lines(route, headers))
     lines.append("")
     lines.append("routes in the order they are tried:")
     width = max(len(d.route.name) for d in decisions)
@@ -102,3 +100,22 @@ def _conditions(route: CompiledRoute) -> str:
         parts.append(f"host {route.host}")
     parts.extend(f"header {n.decode()}: {v.decode()}" for n, v in route.headers)
     return "; ".join(parts)
+
+
+def _sticky_lines(route: CompiledRoute, headers: list[tuple[bytes, bytes]]) -> list[str]:
+    sticky = route.sticky
+    if sticky is None:
+        return []
+    if sticky.cookie is not None:
+        source = f"cookie {sticky.cookie.decode()}"
+        key = cookie_value(headers, sticky.cookie)
+    else:
+        assert sticky.header is not None
+        source = f"header {sticky.header.decode()}"
+        key = header_value(headers, sticky.header)
+    if key is not None:
+        landing = route.split.pick_for_key(key)
+        return [f"sticky    on {source}: key {key!r} lands on {landing.name}"]
+    if sticky.set_cookie:
+        return [f"sticky    on {source}: no key; a new one is made and set as a cookie"]
+    return [f"sticky    on {source}: no key; the backend is picked at random by weight"]

@@ -15,12 +15,21 @@ from types import MappingProxyType
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
 from proxy.matching import Pattern, compile_pattern, host_matches
-from proxy.splitting import WeightedChoice
+from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
 from proxy.table.yamlnodes import Problem
 
 BackendFactory = Callable[[model.Backend], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class StickyRule:
+    """Where a route's sticky key is read, as the bytes the request carries."""
+
+    cookie: bytes | None
+    header: bytes | None
+    set_cookie: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +41,8 @@ class CompiledRoute:
     headers: tuple[tuple[bytes, bytes], ...]
     #: (backend, weight in basis points), in file order, zero weights included.
     backends: tuple[tuple[Backend, int], ...]
-    choice: WeightedChoice[Backend]
+    split: Split[Backend]
+    sticky: StickyRule | None
     #: Sort key: pattern specificity, then more conditions, then file order.
     precedence: tuple[tuple[int, ...], int, int]
     #: API Gateway's route key: ``GET /products/{id}`` when the route has exactly one method,
@@ -151,7 +161,21 @@ def _compile_route(route: model.Route, backends: dict[str, Backend]) -> Compiled
         host=match.host,
         headers=tuple((n.encode("latin-1"), v.encode("utf-8")) for n, v in match.headers),
         backends=weighted,
-        choice=WeightedChoice(weighted),
+        split=Split(
+            route.name,
+            [Choice(b, w, b.kind is model.Kind.NEW) for b, w in weighted],
+        ),
+        sticky=_sticky_rule(route.sticky),
         precedence=(pattern.rank, -conditions, route.index),
         route_key=f"{method_key} {match.path}",
+    )
+
+
+def _sticky_rule(sticky: model.Sticky | None) -> StickyRule | None:
+    if sticky is None:
+        return None
+    return StickyRule(
+        cookie=sticky.cookie.encode("latin-1") if sticky.cookie is not None else None,
+        header=sticky.header.encode("latin-1") if sticky.header is not None else None,
+        set_cookie=sticky.set_cookie,
     )

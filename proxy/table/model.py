@@ -65,6 +65,7 @@ class Match:
 @dataclass(frozen=True, slots=True)
 class Sticky:
     cookie: str | None
+    #: Lower-case.
     header: str | None
     set_cookie: bool
 

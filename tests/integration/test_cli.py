@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import wait_for
+from tests.support import Process, free_port, wait_for
 
 pytestmark = pytest.mark.sockets
 
@@ -28,52 +27,6 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*STRANGLER, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Process:
-    """A long-running subprocess whose output is read line by line, stopped by pid."""
-
-    def __init__(
-        self, args: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
-    ) -> None:
-        self.proc = subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-        self.lines: list[str] = []
-
-    def wait_for_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
 
 
 @pytest.fixture
@@ -221,7 +174,21 @@ def test_explain_shows_splits_hosts_and_headers() -> None:
     )
     result = run("explain", "-c", "config/routes.example.yaml", "HEAD", "/products?page=2")
     assert "backend   catalog (new) 25%\nbackend   monolith (legacy) 75%\n" in result.stdout
-    assert "sticky    on cookie session_id" in result.stdout
+    assert "sticky    on cookie session_id: no key; the backend is picked at random by weight" in (
+        result.stdout
+    )
+    keyed = run(
+        "explain",
+        "-c",
+        "config/routes.example.yaml",
+        "GET",
+        "/products",
+        "-H",
+        "Cookie: theme=dark; session_id=u-42",
+    )
+    assert re.search(
+        r"sticky    on cookie session_id: key 'u-42' lands on (catalog|monolith)\n", keyed.stdout
+    )
 
 
 def test_explain_exits_1_when_nothing_matches_or_the_path_is_refused(tmp_path: Path) -> None:
