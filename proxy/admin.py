@@ -8,17 +8,21 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.admin_page import render_page
+from proxy.metrics import Metrics
+from proxy.migration import migration_report
 from proxy.runtime import Runtime
 from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Backend, Sticky
 
 
-def create_admin(runtime: Runtime) -> Starlette:
+def create_admin(runtime: Runtime, metrics: Metrics) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -30,11 +34,23 @@ def create_admin(runtime: Runtime) -> Starlette:
     async def routes(request: Request) -> Response:
         return JSONResponse(describe_table(runtime.table))
 
+    async def exposition(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def migration(request: Request) -> Response:
+        return JSONResponse(migration_report(runtime.table, metrics))
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(render_page(migration_report(runtime.table, metrics)))
+
     return Starlette(
         routes=[
+            Route("/", page, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/routes", routes, methods=["GET"]),
+            Route("/metrics", exposition, methods=["GET"]),
+            Route("/migration", migration, methods=["GET"]),
         ]
     )
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import httpx
 from starlette.applications import Starlette
 
+from proxy import __version__
 from proxy.admin import create_admin
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
 from proxy.gateway import Gateway
+from proxy.metrics import Metrics
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.table.compile import compile_table
@@ -27,6 +29,7 @@ from proxy.table.loader import load_table
 class Application:
     settings: Settings
     runtime: Runtime
+    metrics: Metrics
     client: httpx.AsyncClient
     public: Gateway
     admin: Starlette
@@ -46,12 +49,15 @@ def create_app(
     """Load and compile the table at ``settings.config`` (raising
     :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
     client = new_client(transport)
-    table = compile_table(load_table(settings.config), backend_factory(client))
+    metrics = Metrics(__version__)
+    table = compile_table(load_table(settings.config), backend_factory(client), metrics)
+    metrics.table_loaded(table.loaded_at)
     runtime = Runtime(table)
     return Application(
         settings=settings,
         runtime=runtime,
+        metrics=metrics,
         client=client,
-        public=Gateway(runtime, rng or random.Random()),
-        admin=create_admin(runtime),
+        public=Gateway(runtime, metrics, rng or random.Random()),
+        admin=create_admin(runtime, metrics),
     )

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+import httpx
 import uvloop
 
 from proxy import __version__
@@ -29,6 +30,7 @@ from proxy.settings import (
     Settings,
     env_default,
 )
+from proxy.status import fetch_report, format_report
 from proxy.table.loader import TableError
 
 MONOLITH_PORT = 8081
@@ -75,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a request header; repeat for more",
     )
     explain.set_defaults(run=_explain)
+
+    status = commands.add_parser("status", help="show a running gateway's migration progress")
+    status.add_argument(
+        "--admin",
+        default=env_default("ADMIN_URL", f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"),
+        help="the gateway's admin URL (STRANGLER_ADMIN_URL, default %(default)s)",
+    )
+    status.set_defaults(run=_status)
 
     demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
     _config_flag(demo)
@@ -237,6 +247,16 @@ def _explain(args: argparse.Namespace) -> int:
         return 2
     print(text)
     return 0 if matched else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        report = fetch_report(args.admin)
+    except httpx.HTTPError as exc:
+        print(f"strangler status: cannot read {args.admin}/migration: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,7 @@ from proxy.errors import (
 )
 from proxy.headers import cookie_value, header_value, read_head, upstream_request_headers
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
 from proxy.table.compile import CompiledRoute
 
@@ -39,14 +41,16 @@ log = logging.getLogger("strangler.gateway")
 class Gateway:
     """The ASGI app served on the public port."""
 
-    def __init__(self, runtime: Runtime, rng: random.Random) -> None:
+    def __init__(self, runtime: Runtime, metrics: Metrics, rng: random.Random) -> None:
         self._runtime = runtime
+        self._unmatched = metrics.unmatched.backends[NONE]
         self._rng = rng
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await _not_http(scope, receive, send)
             return
+        started_at = time.perf_counter()
         table = self._runtime.table
         headers = scope["headers"]
         head = read_head(headers)
@@ -68,6 +72,7 @@ class Gateway:
                 raise NoRoute(f"no route matches {method} {path}")
         except GatewayError as exc:
             await send_error(send, exc, request_id)
+            self._unmatched.count(method, exc.status, time.perf_counter() - started_at)
             return
         route, captures = found
         exchange = _Exchange(send)
@@ -97,7 +102,16 @@ class Gateway:
         )
         if request.body is None:
             watch.start()
-        await _forward(backend, request, exchange, watch)
+        route_metrics = route.metrics
+        backend_metrics = route_metrics.backends[backend.name]
+        route_metrics.in_flight.inc()
+        try:
+            await _forward(backend, request, exchange, watch, backend_metrics)
+        finally:
+            route_metrics.in_flight.dec()
+            backend_metrics.count(
+                method, exchange.status or CLIENT_CLOSED, time.perf_counter() - started_at
+            )
 
     def _pick(self, route: CompiledRoute, headers: RawHeaders, exchange: _Exchange) -> Backend:
         """The route's backend for this request: by its sticky key when it has one."""
@@ -120,7 +134,11 @@ class Gateway:
 
 
 async def _forward(
-    backend: Backend, request: ProxyRequest, exchange: _Exchange, watch: _DisconnectWatch
+    backend: Backend,
+    request: ProxyRequest,
+    exchange: _Exchange,
+    watch: _DisconnectWatch,
+    metrics: BackendMetrics,
 ) -> None:
     where = f"route={request.route} backend={backend.name} request_id={request.request_id}"
     try:
@@ -137,8 +155,12 @@ async def _forward(
         # Returning without completing the response makes the server close the connection,
         # so the client sees a truncated response rather than a complete-looking one.
         log.warning("%s response aborted: %s", where, exc)
+        metrics.error(ABORTED)
     except GatewayError as exc:
         log.warning("%s %s: %s", where, exc.code, exc.detail)
+        reason = ERROR_REASONS.get(exc.code)
+        if reason is not None:
+            metrics.error(reason)
         if not exchange.started:
             await send_error(exchange.send, exc, request.request_id)
     finally:
@@ -149,17 +171,20 @@ class _Exchange:
     """Passes messages to the server, adds the gateway's own response headers, and remembers
     how far the response got."""
 
-    __slots__ = ("_send", "complete", "extra_headers", "started")
+    __slots__ = ("_send", "complete", "extra_headers", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
         self.complete = False
+        #: The status sent to the client; 0 until the response starts.
+        self.status = 0
         self.extra_headers: RawHeaders = []
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
             if self.extra_headers:
                 message["headers"] = [*message["headers"], *self.extra_headers]
         elif not message.get("more_body", False):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from proxy import __version__
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
 from proxy.headers import cookie_value, header_value
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.metrics import Metrics
 from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
 from proxy.table.loader import load_table
 from proxy.table.model import WEIGHT_SCALE
@@ -19,7 +21,7 @@ from proxy.table.model import WEIGHT_SCALE
 
 def load_compiled(path: str) -> CompiledTable:
     """The compiled table at ``path`` (raises TableError); its backends hold no connections."""
-    return compile_table(load_table(path), backend_factory(new_client()))
+    return compile_table(load_table(path), backend_factory(new_client()), Metrics(__version__))
 
 
 def check_table(path: str) -> str:

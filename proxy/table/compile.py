@@ -15,6 +15,7 @@ from types import MappingProxyType
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
 from proxy.matching import Pattern, compile_pattern, host_matches
+from proxy.metrics import Metrics, RouteMetrics
 from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
@@ -48,6 +49,7 @@ class CompiledRoute:
     #: API Gateway's route key: ``GET /products/{id}`` when the route has exactly one method,
     #: ``ANY /products/{id}`` otherwise.
     route_key: str
+    metrics: RouteMetrics
 
     @property
     def name(self) -> str:
@@ -131,8 +133,11 @@ class CompiledTable:
         return self.model.digest
 
 
-def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledTable:
-    """Build backends and routes; a backend that cannot be built is a :class:`TableError`."""
+def compile_table(
+    table: model.Table, make_backend: BackendFactory, metrics: Metrics
+) -> CompiledTable:
+    """Build backends and routes, binding each route's metric children; a backend that cannot
+    be built is a :class:`TableError`, raised before any metric is touched."""
     problems: list[Problem] = []
     backends: dict[str, Backend] = {}
     for name, spec in table.backends.items():
@@ -142,12 +147,14 @@ def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledT
             problems.append(Problem(spec.location, f"backends.{name}: {exc}"))
     if problems:
         raise TableError(problems)
-    routes = [_compile_route(route, backends) for route in table.routes]
+    routes = [_compile_route(route, backends, metrics) for route in table.routes]
     routes.sort(key=lambda r: r.precedence)
     return CompiledTable(table, Router(tuple(routes)), MappingProxyType(backends))
 
 
-def _compile_route(route: model.Route, backends: dict[str, Backend]) -> CompiledRoute:
+def _compile_route(
+    route: model.Route, backends: dict[str, Backend], metrics: Metrics
+) -> CompiledRoute:
     match = route.match
     pattern = compile_pattern(match.path)
     conditions = (match.methods is not None) + (match.host is not None) + len(match.headers)
@@ -168,6 +175,7 @@ def _compile_route(route: model.Route, backends: dict[str, Backend]) -> Compiled
         sticky=_sticky_rule(route.sticky),
         precedence=(pattern.rank, -conditions, route.index),
         route_key=f"{method_key} {match.path}",
+        metrics=metrics.bind_route(route.name, [(b.name, b.kind.value, w) for b, w in weighted]),
     )
 
 

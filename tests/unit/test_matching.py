@@ -10,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from proxy.matching import BadPath, compile_pattern, match_segments, normalise_path, request_host
+from proxy.metrics import Metrics
 from proxy.table.compile import CompiledTable, compile_table
 from proxy.table.loader import parse_table
 from proxy.table.model import Backend as BackendSpec
@@ -29,7 +30,7 @@ class FakeBackend:
 def table(routes: str) -> CompiledTable:
     text = "version: 1\nbackends: {a: {url: 'http://a'}, b: {url: 'http://b'}}\nroutes:\n"
     text += textwrap.indent(textwrap.dedent(routes), "  ")
-    return compile_table(parse_table(text.encode(), "t.yaml"), FakeBackend)
+    return compile_table(parse_table(text.encode(), "t.yaml"), FakeBackend, Metrics("test"))
 
 
 def route_for(

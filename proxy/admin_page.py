@@ -1,0 +1,90 @@
+"""The admin page: the migration report as HTML a person reads at a glance.
+
+Server-rendered, no script: per route a bar of legacy vs new as configured and as observed, and
+how long ago the monolith last served it; overall progress on top. It refreshes itself.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_STYLE = """
+body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2330; }
+h1 { font-size: 1.4rem; margin: 0 0 .2rem; }
+.meta { color: #5b6475; margin-bottom: 1.5rem; }
+table { border-collapse: collapse; width: 100%; max-width: 72rem; }
+th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e3e6ec;
+         vertical-align: middle; }
+th { font-weight: 600; color: #5b6475; font-size: .85rem; }
+.bar { display: flex; width: 16rem; height: 1.1rem; border-radius: 3px; overflow: hidden;
+       background: #eef0f4; }
+.bar span { display: block; height: 100%; }
+.legacy { background: #c2410c; }
+.new { background: #15803d; }
+.label { font-size: .8rem; color: #5b6475; }
+.progress .bar { width: 32rem; height: 1.6rem; }
+.none { color: #8a93a5; font-style: italic; }
+"""
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.4g}%"
+
+
+def _bar(route: str, which: str, legacy: float | None) -> str:
+    if legacy is None:
+        return f'<div class="none" data-route="{route}" data-which="{which}">no traffic yet</div>'
+    new = 1 - legacy
+    return (
+        f'<div class="bar" data-route="{route}" data-which="{which}">'
+        f'<span class="legacy" style="width:{legacy * 100:.4f}%" data-share="{legacy}"></span>'
+        f'<span class="new" style="width:{new * 100:.4f}%" data-share="{new}"></span></div>'
+        f'<div class="label">legacy {_percent(legacy)} · new {_percent(new)}</div>'
+    )
+
+
+def _since(seconds: float | None) -> str:
+    if seconds is None:
+        return '<span class="none">not since start</span>'
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def render_page(report: dict[str, Any]) -> str:
+    totals = report["totals"]
+    rows = []
+    for route in report["routes"]:
+        name = escape(route["name"])
+        backends = ", ".join(
+            f"{escape(b['name'])} ({b['kind']}, {b['weight']:g}%)" for b in route["backends"]
+        )
+        rows.append(
+            f"<tr><td><strong>{name}</strong><div class='label'>{escape(route['path'])}</div></td>"
+            f"<td>{backends}</td>"
+            f"<td>{_bar(name, 'configured', route['configured_legacy_share'])}</td>"
+            f"<td>{_bar(name, 'observed', route['observed_legacy_share'])}"
+            f"<div class='label'>{route['requests']['total']} requests</div></td>"
+            f"<td data-route='{name}' data-which='since'>"
+            f"{_since(route['seconds_since_legacy_request'])}</td></tr>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>strangler: migration progress</title><style>{_STYLE}</style></head>
+<body>
+<h1>Migration progress</h1>
+<div class="meta">table version {escape(report["version"])} · {report["generated_at"]} ·
+{totals["routes_fully_new"]} of {totals["routes"]} routes configured fully on new services</div>
+<div class="progress"><div class="label">all traffic since start, legacy vs new</div>
+{_bar("all", "observed", totals["observed_legacy_share"])}
+<div class="label">{totals["requests"]["total"]} requests</div></div>
+<h2>Routes</h2>
+<table><thead><tr><th>route</th><th>backends</th><th>configured</th><th>observed</th>
+<th>monolith last served</th></tr></thead>
+<tbody>
+{"".join(rows)}
+</tbody></table>
+</body></html>
+"""

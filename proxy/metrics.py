@@ -1,0 +1,246 @@
+"""The gateway's metrics (CONTRACT §6) in the app's own registry, and the per-route counts the
+admin API reports.
+
+Label children are bound when a table is compiled, per route and backend; a request only
+looks up its (method, code) child in a small per-backend cache and increments. Cardinality is
+bounded by the table: route and backend names, ten method values, the status codes actually
+sent. Series of routes and backends that a new table drops are removed with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from proxy.table.model import WEIGHT_SCALE, Kind
+
+#: Seconds; from a fast in-process function to a slow monolith page, and long streams.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+#: The label values of a request that matched no route.
+NONE = "none"
+#: The status counted for a request whose client went away before any response started
+#: (nginx's convention).
+CLIENT_CLOSED = 499
+
+#: `strangler_upstream_errors_total` reasons, by the gateway error code that reports them.
+ERROR_REASONS = {
+    "upstream_unavailable": "unavailable",
+    "upstream_timeout": "timeout",
+    "function_error": "function_error",
+    "bad_function_response": "bad_response",
+    "overloaded": "overloaded",
+}
+ABORTED = "aborted"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+class Metrics:
+    """The metric families of one app, registered in a registry of its own."""
+
+    def __init__(self, version: str) -> None:
+        # No `_created` series: they double the series count and no dashboard reads them.
+        # (The switch is process-wide in prometheus_client; every app here wants it off.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "strangler_requests",
+            "Requests answered, by route, backend, kind, method and status.",
+            ["route", "backend", "kind", "method", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "strangler_request_duration_seconds",
+            "Time from routing a request to the last byte of its response.",
+            ["route", "backend", "kind"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "strangler_requests_in_flight",
+            "Requests being answered, by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "strangler_upstream_errors",
+            "Backend failures, by route, backend and reason.",
+            ["route", "backend", "reason"],
+            registry=registry,
+        )
+        self.weight = Gauge(
+            "strangler_route_weight_ratio",
+            "Configured share of a route's traffic (0 to 1).",
+            ["route", "backend", "kind"],
+            registry=registry,
+        )
+        self.legacy_last = Gauge(
+            "strangler_legacy_last_request_timestamp_seconds",
+            "When a legacy backend last served the route (Unix time).",
+            ["route"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "strangler_config_reloads",
+            "Routing table reloads, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.last_reload_ok = Gauge(
+            "strangler_config_last_reload_successful",
+            "1 when the last reload of the routing table succeeded.",
+            registry=registry,
+        )
+        self.last_reload_success = Gauge(
+            "strangler_config_last_reload_success_timestamp_seconds",
+            "When the routing table was last loaded successfully (Unix time).",
+            registry=registry,
+        )
+        build = Gauge(
+            "strangler_build_info", "The running version; always 1.", ["version"], registry=registry
+        )
+        build.labels(version).set(1)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        #: Bound per route name; kept across tables while the route exists.
+        self.routes: dict[str, RouteMetrics] = {}
+        self.unmatched = self.bind_route(NONE, [(NONE, NONE, 0)])
+
+    def bind_route(self, route: str, backends: Iterable[tuple[str, str, int]]) -> RouteMetrics:
+        """The route's metrics for (backend, kind, weight in basis points) backends; weights are
+        published, counters and observed counts continue from an earlier table."""
+        bound = self.routes.get(route)
+        if bound is None:
+            bound = RouteMetrics(self, route)
+            if route != NONE:
+                self.routes[route] = bound
+        bound.bind(backends)
+        return bound
+
+    def table_loaded(self, when: float | None = None) -> None:
+        self.reloads.labels("success").inc()
+        self.last_reload_ok.set(1)
+        self.last_reload_success.set(time.time() if when is None else when)
+
+    def table_rejected(self) -> None:
+        self.reloads.labels("failure").inc()
+        self.last_reload_ok.set(0)
+
+    def retire(self, keep: dict[str, set[str]]) -> None:
+        """Remove every series of routes not in ``keep`` (route -> its backend names), and of
+        backends a kept route no longer has."""
+        for name in list(self.routes):
+            if name not in keep:
+                self.routes.pop(name).remove_all()
+            else:
+                self.routes[name].remove_backends_except(keep[name])
+
+
+@dataclass(slots=True)
+class BackendMetrics:
+    route: RouteMetrics
+    name: str
+    kind: str
+    weight: int
+    duration: Any
+    #: Requests answered since start, for /migration.
+    answered: int = 0
+    _counters: dict[tuple[str, int], Any] = field(default_factory=dict)
+    _errors: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.kind == Kind.LEGACY.value
+
+    def count(self, method: str, status: int, elapsed: float) -> None:
+        child = self._counters.get((method, status))
+        if child is None:
+            metrics = self.route.metrics
+            child = metrics.requests.labels(
+                self.route.name, self.name, self.kind, method_label(method), str(status)
+            )
+            self._counters[(method, status)] = child
+        child.inc()
+        self.duration.observe(elapsed)
+        self.answered += 1
+        if self.is_legacy:
+            self.route.legacy_served()
+
+    def error(self, reason: str) -> None:
+        child = self._errors.get(reason)
+        if child is None:
+            child = self.route.metrics.upstream_errors.labels(self.route.name, self.name, reason)
+            self._errors[reason] = child
+        child.inc()
+
+    def remove(self) -> None:
+        metrics, route = self.route.metrics, self.route.name
+        for method, status in self._counters:
+            metrics.requests.remove(route, self.name, self.kind, method_label(method), str(status))
+        for reason in self._errors:
+            metrics.upstream_errors.remove(route, self.name, reason)
+        metrics.duration.remove(route, self.name, self.kind)
+        if route != NONE:
+            metrics.weight.remove(route, self.name, self.kind)
+
+
+class RouteMetrics:
+    """One route's bound children and its counts since start."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.metrics = metrics
+        self.name = name
+        self.in_flight = metrics.in_flight.labels(name)
+        #: When a legacy backend last served the route; the series exists from then on, so a
+        #: route the monolith never served has none (rather than a misleading 1970).
+        self.legacy_last_at: float | None = None
+        self._legacy_last: Any = None
+        self.backends: dict[str, BackendMetrics] = {}
+
+    def legacy_served(self) -> None:
+        self.legacy_last_at = time.time()
+        if self._legacy_last is None:
+            self._legacy_last = self.metrics.legacy_last.labels(self.name)
+        self._legacy_last.set(self.legacy_last_at)
+
+    def bind(self, backends: Iterable[tuple[str, str, int]]) -> None:
+        for name, kind, weight in backends:
+            bound = self.backends.get(name)
+            if bound is not None and bound.kind != kind:
+                bound.remove()
+                bound = None
+            if bound is None:
+                duration = self.metrics.duration.labels(self.name, name, kind)
+                bound = BackendMetrics(self, name, kind, weight, duration)
+                self.backends[name] = bound
+            bound.weight = weight
+            if self.name != NONE:
+                self.metrics.weight.labels(self.name, name, kind).set(weight / WEIGHT_SCALE)
+
+    def remove_backends_except(self, names: set[str]) -> None:
+        for name in list(self.backends):
+            if name not in names:
+                self.backends.pop(name).remove()
+
+    def remove_all(self) -> None:
+        for bound in self.backends.values():
+            bound.remove()
+        self.metrics.in_flight.remove(self.name)
+        if self._legacy_last is not None:
+            self.metrics.legacy_last.remove(self.name)

@@ -1,0 +1,82 @@
+"""The migration report: per route, configured and observed legacy vs new, and the totals.
+
+One function builds it from the live table and the counts since start; the admin API serves it
+as JSON, the admin page and ``strangler status`` draw it. Shares are fractions from 0 to 1, and
+``null`` where nothing was observed yet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from proxy.metrics import Metrics
+from proxy.table.compile import CompiledTable
+from proxy.table.model import WEIGHT_SCALE, Kind
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def migration_report(
+    table: CompiledTable, metrics: Metrics, now: float | None = None
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    routes = []
+    total = {Kind.LEGACY.value: 0, Kind.NEW.value: 0}
+    fully_new = 0
+    for route in sorted(table.router.routes, key=lambda r: r.spec.index):
+        observed = {Kind.LEGACY.value: 0, Kind.NEW.value: 0}
+        backends = []
+        configured_legacy = 0
+        for backend, weight in route.backends:
+            bound = route.metrics.backends[backend.name]
+            observed[backend.kind.value] += bound.answered
+            if backend.kind is Kind.LEGACY:
+                configured_legacy += weight
+            backends.append(
+                {
+                    "name": backend.name,
+                    "kind": backend.kind.value,
+                    "weight": weight * 100 / WEIGHT_SCALE,
+                    "requests": bound.answered,
+                }
+            )
+        for kind, count in observed.items():
+            total[kind] += count
+        fully_new += configured_legacy == 0
+        requests = observed["legacy"] + observed["new"]
+        last = route.metrics.legacy_last_at
+        routes.append(
+            {
+                "name": route.name,
+                "path": route.pattern.text,
+                "backends": backends,
+                "configured_legacy_share": configured_legacy / WEIGHT_SCALE,
+                "requests": {**observed, "total": requests},
+                "observed_legacy_share": _share(observed["legacy"], requests),
+                "legacy_last_request_at": _iso(last),
+                "seconds_since_legacy_request": None if last is None else round(now - last, 3),
+            }
+        )
+    requests = total["legacy"] + total["new"]
+    return {
+        "version": table.version,
+        "generated_at": _iso(now),
+        "routes": routes,
+        "totals": {
+            "requests": {**total, "total": requests},
+            "observed_legacy_share": _share(total["legacy"], requests),
+            "routes": len(routes),
+            "routes_fully_new": fully_new,
+        },
+    }

@@ -1,0 +1,66 @@
+"""``strangler status``: the migration report of a running gateway as a terminal table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+BAR_WIDTH = 20
+
+
+def fetch_report(admin: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /migration from the admin URL (raises httpx.HTTPError when it cannot)."""
+    response = httpx.get(admin.rstrip("/") + "/migration", timeout=timeout, trust_env=False)
+    response.raise_for_status()
+    report: dict[str, Any] = response.json()
+    return report
+
+
+def bar(legacy: float | None) -> str:
+    """Legacy as full blocks, new as light shade, then the legacy percentage."""
+    if legacy is None:
+        return "no traffic yet".ljust(BAR_WIDTH + 12)
+    full = round(legacy * BAR_WIDTH)
+    return "█" * full + "░" * (BAR_WIDTH - full) + f" {legacy * 100:5.1f}% legacy"
+
+
+def since(seconds: float | None) -> str:
+    if seconds is None:
+        return "not since start"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    rows = [("route", "backends", "configured", "observed", "requests", "monolith last served")]
+    for route in report["routes"]:
+        backends = " · ".join(f"{b['name']} {b['weight']:g}%" for b in route["backends"])
+        rows.append(
+            (
+                route["name"],
+                backends,
+                bar(route["configured_legacy_share"]),
+                bar(route["observed_legacy_share"]),
+                str(route["requests"]["total"]),
+                since(route["seconds_since_legacy_request"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    totals = report["totals"]
+    lines.append("")
+    lines.append(
+        f"overall   {bar(totals['observed_legacy_share'])} "
+        f"of {totals['requests']['total']} requests since start"
+    )
+    lines.append(
+        f"routes    {totals['routes_fully_new']} of {totals['routes']} configured fully "
+        f"on new services (table version {report['version']})"
+    )
+    return "\n".join(lines)
