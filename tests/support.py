@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -427,3 +428,17 @@ class Process:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def need(binary: str) -> str:
+    """The path of a Debian-packaged tool a test drives. `.ci/run` installs them, so under CI
+    a missing one fails the test; elsewhere the test is skipped with the package to install."""
+    import pytest
+
+    found = shutil.which(binary)
+    if found is None:
+        message = f"{binary} is not installed (.ci/run installs it with apt-get)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
