@@ -385,3 +385,35 @@ def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         assert process.stop(signal.SIGINT) == 0
     assert wait_for(lambda: process.proc.poll() is not None)
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+
+def test_status_prints_the_migration_of_a_running_gateway(tmp_path: Path, monolith: str) -> None:
+    process, gateway, admin = serve(table(tmp_path, monolith))
+    try:
+        for _ in range(3):
+            httpx.get(f"{gateway}/products?per_page=1")
+        result = run("status", "--admin", admin)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].split() == [
+            "route",
+            "backends",
+            "configured",
+            "observed",
+            "requests",
+            "monolith",
+            "last",
+            "served",
+        ]
+        assert lines[1].startswith("shop   monolith 100%  ████████████████████ 100.0% legacy")
+        assert lines[1].split()[-4:] == ["3", "0", "s", "ago"]
+        assert lines[-2].startswith("overall   ████████████████████ 100.0% legacy of 3 requests")
+        assert lines[-1].startswith("routes    0 of 1 configured fully on new services")
+    finally:
+        assert process.stop() == 0
+    unreachable = run("status", "--admin", admin)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(f"strangler status: cannot read {admin}/migration:")
