@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy proxy
-	$(BIN)/strangler check -c config/routes.yaml
+	$(BIN)/strangler check -c config/routes.yaml --tests config/routes.tests.yaml
 	$(BIN)/strangler check -c config/routes.example.yaml
 	$(BIN)/pytest
 

@@ -17,12 +17,13 @@ from starlette.routing import Route
 from proxy.admin_page import render_page
 from proxy.metrics import Metrics
 from proxy.migration import migration_report
+from proxy.reloader import Reloader, problem_json
 from proxy.runtime import Runtime
 from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Backend, Sticky
 
 
-def create_admin(runtime: Runtime, metrics: Metrics) -> Starlette:
+def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -32,7 +33,27 @@ def create_admin(runtime: Runtime, metrics: Metrics) -> Starlette:
         return JSONResponse({"status": "ready", "version": runtime.table.version})
 
     async def routes(request: Request) -> Response:
-        return JSONResponse(describe_table(runtime.table))
+        return JSONResponse({**describe_table(runtime.table), "last_error": runtime.last_error})
+
+    async def reload(request: Request) -> Response:
+        result = await reloader.reload("admin")
+        if not result.ok:
+            return JSONResponse(
+                {
+                    "error": "invalid_table",
+                    "message": f"the table was rejected; version {result.version} keeps serving",
+                    "version": result.version,
+                    "errors": [problem_json(p) for p in result.problems],
+                },
+                status_code=422,
+            )
+        return JSONResponse(
+            {
+                "version": result.version,
+                "changed": result.changed,
+                "loaded_at": describe_table(runtime.table)["loaded_at"],
+            }
+        )
 
     async def exposition(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -41,7 +62,8 @@ def create_admin(runtime: Runtime, metrics: Metrics) -> Starlette:
         return JSONResponse(migration_report(runtime.table, metrics))
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(render_page(migration_report(runtime.table, metrics)))
+        report = migration_report(runtime.table, metrics)
+        return HTMLResponse(render_page(report, runtime.last_error))
 
     return Starlette(
         routes=[
@@ -51,6 +73,7 @@ def create_admin(runtime: Runtime, metrics: Metrics) -> Starlette:
             Route("/routes", routes, methods=["GET"]),
             Route("/metrics", exposition, methods=["GET"]),
             Route("/migration", migration, methods=["GET"]),
+            Route("/reload", reload, methods=["POST"]),
         ]
     )
 

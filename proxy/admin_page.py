@@ -25,6 +25,8 @@ th { font-weight: 600; color: #5b6475; font-size: .85rem; }
 .label { font-size: .8rem; color: #5b6475; }
 .progress .bar { width: 32rem; height: 1.6rem; }
 .none { color: #8a93a5; font-style: italic; }
+.error { background: #fef2f2; border: 1px solid #fca5a5; padding: .6rem .9rem; margin: 0 0 1rem;
+         max-width: 70rem; }
 """
 
 
@@ -53,7 +55,22 @@ def _since(seconds: float | None) -> str:
     return f"{seconds:.0f} s ago"
 
 
-def render_page(report: dict[str, Any]) -> str:
+def _error_block(error: dict[str, Any] | None) -> str:
+    if error is None:
+        return ""
+    items = "".join(
+        f"<li><code>{escape(e['file'])}:{e['line']}:{e['column']}</code> "
+        f"{escape(e['message'])}</li>"
+        for e in error["errors"]
+    )
+    return (
+        f'<div class="error" id="last-error"><strong>The last routing table was rejected</strong> '
+        f"({escape(error['trigger'])}, {escape(error['at'])}); the version below keeps serving."
+        f"<ul>{items}</ul></div>"
+    )
+
+
+def render_page(report: dict[str, Any], last_error: dict[str, Any] | None = None) -> str:
     totals = report["totals"]
     rows = []
     for route in report["routes"]:
@@ -75,6 +92,7 @@ def render_page(report: dict[str, Any]) -> str:
 <title>strangler: migration progress</title><style>{_STYLE}</style></head>
 <body>
 <h1>Migration progress</h1>
+{_error_block(last_error)}
 <div class="meta">table version {escape(report["version"])} · {report["generated_at"]} ·
 {totals["routes_fully_new"]} of {totals["routes"]} routes configured fully on new services</div>
 <div class="progress"><div class="label">all traffic since start, legacy vs new</div>

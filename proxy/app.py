@@ -7,8 +7,10 @@ transport and random source.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -19,6 +21,7 @@ from proxy.backends import backend_factory
 from proxy.backends.http import new_client
 from proxy.gateway import Gateway
 from proxy.metrics import Metrics
+from proxy.reloader import Reloader
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.table.compile import compile_table
@@ -31,10 +34,31 @@ class Application:
     runtime: Runtime
     metrics: Metrics
     client: httpx.AsyncClient
+    reloader: Reloader
     public: Gateway
     admin: Starlette
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _watcher: asyncio.Task[None] | None = None
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        """Start watching the table's directory, unless ``settings.watch`` is off."""
+        if self.settings.watch and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self.reloader.watch(self._stop))
+
+    def request_reload(self, trigger: str) -> None:
+        """Reload in the background (for signal handlers, which cannot await)."""
+        task = asyncio.get_running_loop().create_task(self.reloader.reload(trigger))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            await self._watcher
+        for task in list(self._background):
+            await task
+        await self.reloader.aclose()
         for backend in self.runtime.table.backends.values():
             await backend.aclose()
         await self.client.aclose()
@@ -50,14 +74,17 @@ def create_app(
     :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
     client = new_client(transport)
     metrics = Metrics(__version__)
-    table = compile_table(load_table(settings.config), backend_factory(client), metrics)
+    make_backend = backend_factory(client)
+    table = compile_table(load_table(settings.config), make_backend, metrics)
     metrics.table_loaded(table.loaded_at)
     runtime = Runtime(table)
+    reloader = Reloader(settings.config, runtime, metrics, make_backend)
     return Application(
         settings=settings,
         runtime=runtime,
         metrics=metrics,
         client=client,
+        reloader=reloader,
         public=Gateway(runtime, metrics, rng or random.Random()),
-        admin=create_admin(runtime, metrics),
+        admin=create_admin(runtime, metrics, reloader),
     )

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,7 +19,8 @@ import uvloop
 
 from proxy import __version__
 from proxy.app import Application, create_app
-from proxy.offline import check_table, explain_request
+from proxy.offline import explain_request, load_compiled, summarise
+from proxy.routetests import run_route_tests
 from proxy.server import Listener, ServerGroup
 from proxy.settings import (
     DEFAULT_ADMIN_HOST,
@@ -62,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a routing table without serving")
     _config_flag(check)
+    check.add_argument(
+        "--tests",
+        metavar="FILE",
+        help="also run these route tests (request -> expected route, backend)",
+    )
     check.set_defaults(run=_check)
 
     explain = commands.add_parser("explain", help="say which route and backend a request gets")
@@ -156,9 +163,10 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     if level != "debug":
-        # uvicorn announces each of the process's listeners at INFO, and httpx logs every
-        # upstream request at INFO: the banner says the first once, the second is noise.
-        for name in ("uvicorn.error", "httpx", "httpcore"):
+        # uvicorn announces each of the process's listeners at INFO, httpx logs every upstream
+        # request and watchfiles every file event: the banner says the first once, the reload
+        # log says what matters of the last, the rest is noise.
+        for name in ("uvicorn.error", "httpx", "httpcore", "watchfiles"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -213,6 +221,11 @@ def _run_with_banner(
             print(line, flush=True)
 
     async def run() -> None:
+        # SIGHUP reloads the table (by default it would end the process).
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, application.request_reload, "SIGHUP"
+        )
+        await application.start()
         try:
             await group.serve(on_started=announce)
         finally:
@@ -225,13 +238,28 @@ def _run_with_banner(
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        summary = check_table(args.config)
+        table = load_compiled(args.config)
     except TableError as exc:
         for problem in exc.problems:
             print(problem)
         print(f"{args.config}: invalid ({len(exc.problems)} problems)")
         return 1
-    print(f"{args.config}: ok ({summary})")
+    print(f"{args.config}: ok ({summarise(table)})")
+    if args.tests is None:
+        return 0
+    try:
+        count, failures = run_route_tests(table, args.tests)
+    except TableError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{args.tests}: not a valid route test file ({len(exc.problems)} problems)")
+        return 1
+    for failure in failures:
+        print(failure)
+    if failures:
+        print(f"{args.tests}: {len(failures)} of {count} route tests failed")
+        return 1
+    print(f"{args.tests}: {count} route tests passed")
     return 0
 
 

@@ -29,7 +29,7 @@ from proxy.headers import cookie_value, header_value, read_head, upstream_reques
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
-from proxy.table.compile import CompiledRoute
+from proxy.table.compile import CompiledRoute, CompiledTable
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
 #: for the whole site, a year, not readable by scripts.
@@ -50,8 +50,19 @@ class Gateway:
         if scope["type"] != "http":
             await _not_http(scope, receive, send)
             return
-        started_at = time.perf_counter()
+        # The one read of the live table: this request uses this snapshot to its end.
         table = self._runtime.table
+        usage = table.usage
+        usage.enter()
+        try:
+            await self._handle(table, scope, receive, send)
+        finally:
+            usage.exit()
+
+    async def _handle(
+        self, table: CompiledTable, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started_at = time.perf_counter()
         headers = scope["headers"]
         head = read_head(headers)
         request_id = head.request_id

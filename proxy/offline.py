@@ -24,9 +24,8 @@ def load_compiled(path: str) -> CompiledTable:
     return compile_table(load_table(path), backend_factory(new_client()), Metrics(__version__))
 
 
-def check_table(path: str) -> str:
-    """A one-line summary of a valid table; raises TableError with every problem otherwise."""
-    table = load_compiled(path)
+def summarise(table: CompiledTable) -> str:
+    """A one-line summary of a valid table."""
     routes, backends = len(table.router.routes), len(table.backends)
     return (
         f"{routes} route{'s' * (routes != 1)}, {backends} backend{'s' * (backends != 1)}, "

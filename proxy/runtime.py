@@ -6,6 +6,8 @@ is published by one assignment, so a request never sees half of one table and ha
 
 from __future__ import annotations
 
+from typing import Any
+
 from proxy.table.compile import CompiledTable
 
 
@@ -14,3 +16,5 @@ class Runtime:
         self.table = table
         #: Set when the process stops taking new work; /readyz turns 503.
         self.draining = False
+        #: The last rejected table's errors (JSON-ready), until a table loads again.
+        self.last_error: dict[str, Any] | None = None

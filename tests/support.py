@@ -36,16 +36,24 @@ class ThreadedServers:
     """A :class:`ServerGroup` run on its own event loop in a background thread."""
 
     def __init__(
-        self, apps: dict[str, ASGIApp], on_stop: Callable[[], Awaitable[None]] | None = None
+        self,
+        apps: dict[str, ASGIApp],
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
     ):
         self.listeners = {name: Listener(name, app, LOOPBACK, 0) for name, app in apps.items()}
         self.group = ServerGroup(list(self.listeners.values()))
         self._on_stop = on_stop
+        self._on_start = on_start
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._error: BaseException | None = None
 
     def _run(self) -> None:
         async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            if self._on_start is not None:
+                await self._on_start()
             try:
                 await self.group.serve(handle_signals=False)
             finally:
@@ -68,6 +76,15 @@ class ThreadedServers:
             time.sleep(0.01)
         return self
 
+    def tasks(self) -> int:
+        """How many tasks the servers' event loop holds right now."""
+        assert self.loop is not None
+
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(5)
+
     def port(self, name: str) -> int:
         return self.listeners[name].bound_port
 
@@ -88,7 +105,9 @@ def running_gateway(
 ) -> Iterator[tuple[Application, ThreadedServers]]:
     application = create_app(Settings(config=str(config), **settings))  # type: ignore[arg-type]
     servers = ThreadedServers(
-        {"gateway": application.public, "admin": application.admin}, on_stop=application.aclose
+        {"gateway": application.public, "admin": application.admin},
+        on_stop=application.aclose,
+        on_start=application.start,
     ).start()
     try:
         yield application, servers

@@ -7,6 +7,7 @@ sees an HTTP client.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,29 @@ from proxy.table.loader import TableError
 from proxy.table.yamlnodes import Problem
 
 BackendFactory = Callable[[model.Backend], Backend]
+
+
+class Usage:
+    """A count of requests using a table, and a way to wait until there are none."""
+
+    __slots__ = ("_idle", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        if self.count:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +151,9 @@ class CompiledTable:
     router: Router
     backends: Mapping[str, Backend]
     loaded_at: float = field(default_factory=time.time)
+    #: Requests still running on this table; a reload closes the backends it dropped once
+    #: the old table's last request has finished.
+    usage: Usage = field(default_factory=lambda: Usage())
 
     @property
     def version(self) -> str:

@@ -60,13 +60,22 @@ class TableError(Exception):
 
 def load_table(path: str | Path) -> Table:
     """Read and validate the table at ``path``."""
-    source = str(path)
+    return parse_table(read_table_bytes(path), str(path))
+
+
+def read_table_bytes(path: str | Path) -> bytes:
+    """The file's bytes (at most one more than the size limit), or a TableError."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_TABLE_BYTES + 1)
+            return handle.read(MAX_TABLE_BYTES + 1)
     except OSError as exc:
-        raise TableError([Problem(Location(source, 1, 1), f"cannot read: {exc.strerror}")]) from exc
-    return parse_table(data, source)
+        where = Location(str(path), 1, 1)
+        raise TableError([Problem(where, f"cannot read: {exc.strerror}")]) from exc
+
+
+def digest(data: bytes) -> str:
+    """A table's version: the first 16 hex digits of the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def parse_table(data: bytes, source: str) -> Table:
@@ -86,7 +95,7 @@ def parse_table(data: bytes, source: str) -> Table:
     if root is None:
         raise TableError([Problem(Location(source, 1, 1), "the file is empty")])
     reader = NodeReader(source)
-    table = _read_table(reader, root, source, hashlib.sha256(data).hexdigest()[:16])
+    table = _read_table(reader, root, source, digest(data))
     if reader.problems or table is None:
         problems = sorted(reader.problems, key=lambda p: (p.location.line, p.location.column))
         raise TableError(problems)

@@ -8,7 +8,7 @@ know nothing about YAML, HTTP or matching.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 #: Weights are kept in basis points: 100% is 10_000, the smallest step 0.01% is 1.
@@ -48,7 +48,9 @@ class Backend:
     timeout: float
     connect_timeout: float
     max_concurrency: int | None
-    location: Location
+    #: Not part of equality: a backend whose settings are unchanged is the same backend
+    #: wherever it moved in the file (a reload keeps it, connections and all).
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -417,3 +417,51 @@ def test_status_prints_the_migration_of_a_running_gateway(tmp_path: Path, monoli
     unreachable = run("status", "--admin", admin)
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith(f"strangler status: cannot read {admin}/migration:")
+
+
+# ---- route tests -------------------------------------------------------------------------------
+
+
+def test_check_runs_the_shipped_route_tests() -> None:
+    result = run("check", "-c", "config/routes.yaml", "--tests", "config/routes.tests.yaml")
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"config/routes.tests.yaml: \d+ route tests passed\n\Z", result.stdout)
+
+
+def test_route_tests_report_each_failure_with_its_location(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- request: {method: GET, path: /auth/me}\n"
+        "  expect: {route: everything-else, backend: monolith}\n"
+        "- request: {method: GET, path: /auth/me}\n"
+        "  expect: {route: catalog}\n"
+        "- request: {method: GET, path: /products, headers: {Cookie: 'session_id=u-42'}}\n"
+        "  expect: {route: catalog, backend: catalog}\n"
+        "- request: {method: GET, path: /products}\n"
+        "  expect: {backend: monolith}\n"
+        "- request: {method: GET, path: '/x%2Fy'}\n"
+        "  expect: {route: none}\n"
+    )
+    result = run("check", "-c", "config/routes.example.yaml", "--tests", str(cases))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == (
+        f"{cases}:3:3: case 2 (GET /auth/me): expected route catalog, got everything-else"
+    )
+    # u-42 lands on the monolith at 25% (see explain), so this expectation is wrong too.
+    assert lines[2] == (
+        f"{cases}:5:3: case 3 (GET /products): expected backend catalog, got monolith"
+    )
+    assert lines[3] == (
+        f"{cases}:7:3: case 4 (GET /products): expected backend monolith, got one of catalog, "
+        "monolith at random (send the sticky key to pin it)"
+    )
+    assert lines[4] == f"{cases}: 3 of 5 route tests failed"
+    cases.write_text("- request: {method: GET}\n  expect: {rout: x}\n")
+    malformed = run("check", "-c", "config/routes.yaml", "--tests", str(cases))
+    assert malformed.returncode == 1
+    assert malformed.stdout.splitlines()[1:] == [
+        f"{cases}:1:3: tests[0].request: missing required key 'path'",
+        f"{cases}:2:12: tests[0].expect: unknown key 'rout' (allowed: backend, route)",
+        f"{cases}: not a valid route test file (2 problems)",
+    ]

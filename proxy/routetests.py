@@ -1,0 +1,125 @@
+"""Route tests (CONTRACT §2.8): a YAML list of requests and the route and backend each must
+get, checked against a compiled table without serving it (``strangler check --tests``).
+
+```yaml
+- request: { method: GET, path: /auth/login }
+  expect: { route: auth, backend: auth }
+- request: { method: GET, path: /products, headers: { Cookie: "session_id=u-42" } }
+  expect: { route: catalog, backend: catalog }
+```
+
+``route: none`` expects no route to match (or the path to be refused). A backend can only be
+expected where it is certain: a route with one live backend, or a sticky split given its key.
+"""
+
+from __future__ import annotations
+
+import yaml
+from yaml.nodes import Node
+
+from proxy.headers import cookie_value, header_value
+from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.table.compile import CompiledRoute, CompiledTable
+from proxy.table.loader import MAX_TABLE_BYTES, TableError
+from proxy.table.model import Location
+from proxy.table.yamlnodes import NodeReader, Problem
+
+_CASE_KEYS = frozenset({"request", "expect"})
+_REQUEST_KEYS = frozenset({"method", "path", "host", "headers"})
+_EXPECT_KEYS = frozenset({"route", "backend"})
+
+
+def run_route_tests(table: CompiledTable, path: str) -> tuple[int, list[Problem]]:
+    """The number of cases and a problem for each failing one; a TableError when the test
+    file itself is malformed."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TABLE_BYTES + 1)
+        root = yaml.compose(data, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        raise TableError([Problem(Location(path, 1, 1), f"cannot read: {exc.strerror}")]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path, 1, 1)
+        raise TableError([Problem(where, f"invalid YAML: {exc.problem}")]) from None
+    reader = NodeReader(path)
+    cases = reader.sequence(root, "tests") if root is not None else []
+    failures: list[Problem] = []
+    for number, node in enumerate(cases or [], 1):
+        failure = _run_case(reader, table, number, node)
+        if failure is not None:
+            failures.append(Problem(reader.location(node), failure))
+    if reader.problems:
+        raise TableError(
+            sorted(reader.problems, key=lambda p: (p.location.line, p.location.column))
+        )
+    return len(cases or []), failures
+
+
+def _run_case(reader: NodeReader, table: CompiledTable, number: int, node: Node) -> str | None:
+    where = f"tests[{number - 1}]"
+    case = reader.mapping(node, where, _CASE_KEYS)
+    if case is None or "request" not in case or "expect" not in case:
+        if case is not None:
+            reader.error(node, f"{where}: needs both 'request' and 'expect'")
+        return None
+    request = reader.mapping(case["request"][1], f"{where}.request", _REQUEST_KEYS)
+    expect = reader.mapping(case["expect"][1], f"{where}.expect", _EXPECT_KEYS)
+    if request is None or expect is None:
+        return None
+    fields = {
+        k: reader.string(v, f"{where}.request.{k}")
+        for k, (_, v) in request.items()
+        if k != "headers"
+    }
+    wanted = {k: reader.string(v, f"{where}.expect.{k}") for k, (_, v) in expect.items()}
+    headers: list[tuple[bytes, bytes]] = []
+    if "headers" in request:
+        entries = reader.mapping(request["headers"][1], f"{where}.request.headers") or {}
+        for name, (_, value_node) in entries.items():
+            value = reader.string(value_node, f"{where}.request.headers.{name}")
+            if value is not None:
+                headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    method, raw_path = fields.get("method") or "GET", fields.get("path")
+    if raw_path is None:
+        reader.error(node, f"{where}.request: missing required key 'path'")
+        return None
+    if fields.get("host"):
+        headers.append((b"host", str(fields["host"]).encode("latin-1")))
+    label = f"case {number} ({method} {raw_path})"
+    got_route, got_backend = _decide(table, method, raw_path, headers)
+    if "route" in wanted and wanted["route"] != got_route:
+        return f"{label}: expected route {wanted['route']}, got {got_route}"
+    if "backend" in wanted and wanted["backend"] != got_backend:
+        return f"{label}: expected backend {wanted['backend']}, got {got_backend}"
+    return None
+
+
+def _decide(
+    table: CompiledTable, method: str, raw_path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[str, str]:
+    try:
+        path = normalise_path(raw_path.split("?", 1)[0].encode("utf-8"))
+    except BadPath as exc:
+        return "none", f"none (path refused: {exc})"
+    host_value = header_value(headers, b"host")
+    host = request_host(host_value.encode("latin-1")) if host_value is not None else None
+    found = table.router.match(method, match_segments(path), host, headers)
+    if found is None:
+        return "none", "none"
+    return found[0].name, _backend(found[0], headers)
+
+
+def _backend(route: CompiledRoute, headers: list[tuple[bytes, bytes]]) -> str:
+    live = [backend.name for backend, weight in route.backends if weight > 0]
+    if len(live) == 1:
+        return live[0]
+    sticky = route.sticky
+    key = None
+    if sticky is not None and sticky.cookie is not None:
+        key = cookie_value(headers, sticky.cookie)
+    elif sticky is not None and sticky.header is not None:
+        key = header_value(headers, sticky.header)
+    if key is None:
+        return f"one of {', '.join(live)} at random (send the sticky key to pin it)"
+    return route.split.pick_for_key(key).name
