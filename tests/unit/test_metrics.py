@@ -223,3 +223,29 @@ def test_retire_removes_the_series_of_dropped_routes_and_backends() -> None:
     assert 'backend="b"' not in text
     assert 'strangler_upstream_errors_total{backend="a",reason="timeout",route="kept"} 1.0' in text
     assert 'strangler_route_weight_ratio{backend="a",kind="new",route="kept"} 1.0' in text
+
+
+async def test_a_reload_removes_the_series_of_dropped_routes_and_backends(
+    gateway: tuple[Application, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    application, client = gateway
+    await client.get("/broken")
+    await client.get("/products", headers={"X-User": "u1"})
+    (tmp_path / "routes.yaml").write_text(
+        TABLE.replace("  - {name: broken, match: {path: /broken}, backend: broken}\n", "")
+        .replace('  broken: {url: "http://broken"}\n', "")
+        .replace("split: {catalog: 50, monolith: 50}", "split: {monolith: 100}")
+        .replace('  catalog: {function: "tests.functions:plain_dict"}\n', "")
+        .replace(", split: {catalog: 0, monolith: 100}", ", backend: monolith")
+        .replace("     sticky: {header: X-User}}", "     }")
+    )
+    result = await application.reloader.reload("test")
+    assert result.ok, result.problems
+    assert result.changed
+    text = generate_latest(application.metrics.registry).decode()
+    assert 'route="broken"' not in text
+    assert 'backend="catalog"' not in text
+    assert 'strangler_route_weight_ratio{backend="monolith",kind="legacy",route="catalog"} 1.0' in (
+        text
+    )
+    assert samples(application, "strangler_config_reloads_total")[labels(result="success")] == 2.0
