@@ -9,6 +9,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from proxy.migration import describe_age
+
 _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2330; }
 h1 { font-size: 1.4rem; margin: 0 0 .2rem; }
@@ -47,12 +49,8 @@ def _bar(route: str, which: str, legacy: float | None) -> str:
 
 
 def _since(seconds: float | None) -> str:
-    if seconds is None:
-        return '<span class="none">not since start</span>'
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit} ago"
-    return f"{seconds:.0f} s ago"
+    text = escape(describe_age(seconds))
+    return f'<span class="none">{text}</span>' if seconds is None else text
 
 
 def _error_block(error: dict[str, Any] | None) -> str:

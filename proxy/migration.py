@@ -80,3 +80,13 @@ def migration_report(
             "routes_fully_new": fully_new,
         },
     }
+
+
+def describe_age(seconds: float | None) -> str:
+    """How long ago, for people: "12 s ago", "3.5 min ago", or "not since start"."""
+    if seconds is None:
+        return "not since start"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"

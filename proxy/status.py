@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from proxy.migration import describe_age
+
 BAR_WIDTH = 20
 
 
@@ -25,15 +27,6 @@ def bar(legacy: float | None) -> str:
     return "█" * full + "░" * (BAR_WIDTH - full) + f" {legacy * 100:5.1f}% legacy"
 
 
-def since(seconds: float | None) -> str:
-    if seconds is None:
-        return "not since start"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit} ago"
-    return f"{seconds:.0f} s ago"
-
-
 def format_report(report: dict[str, Any]) -> str:
     rows = [("route", "backends", "configured", "observed", "requests", "monolith last served")]
     for route in report["routes"]:
@@ -45,7 +38,7 @@ def format_report(report: dict[str, Any]) -> str:
                 bar(route["configured_legacy_share"]),
                 bar(route["observed_legacy_share"]),
                 str(route["requests"]["total"]),
-                since(route["seconds_since_legacy_request"]),
+                describe_age(route["seconds_since_legacy_request"]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

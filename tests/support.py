@@ -15,12 +15,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from proxy.app import Application, create_app
@@ -452,8 +454,6 @@ class Process:
 def need(binary: str) -> str:
     """The path of a Debian-packaged tool a test drives. `.ci/run` installs them, so under CI
     a missing one fails the test; elsewhere the test is skipped with the package to install."""
-    import pytest
-
     found = shutil.which(binary)
     if found is None:
         message = f"{binary} is not installed (.ci/run installs it with apt-get)"
@@ -461,3 +461,31 @@ def need(binary: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def serve_process(
+    config: Path, *flags: str, env: dict[str, str] | None = None
+) -> tuple[Process, str, str]:
+    """`strangler serve` on loopback with kernel-chosen ports: the process, and the gateway's
+    and the admin port's URLs as its banner announces them."""
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "-c",
+            str(config),
+            "--host",
+            LOOPBACK,
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            *flags,
+        ],
+        env=env,
+    )
+    gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
+    admin = process.wait_for_line(r"admin\s+(http://\S+)").group(1)
+    return process, gateway, admin

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Process, free_port, wait_for
+from tests.support import Process, free_port, serve_process, wait_for
 
 pytestmark = pytest.mark.sockets
 
@@ -207,24 +207,7 @@ def test_explain_exits_1_when_nothing_matches_or_the_path_is_refused(tmp_path: P
 
 
 def serve(config: Path, *extra: str) -> tuple[Process, str, str]:
-    process = Process(
-        [
-            *STRANGLER,
-            "serve",
-            "-c",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-            *extra,
-        ]
-    )
-    gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
-    admin = process.wait_for_line(r"admin\s+(http://\S+)").group(1)
-    return process, gateway, admin
+    return serve_process(config, *extra)
 
 
 def test_serve_proxies_to_the_monolith_and_stops_on_sigterm(tmp_path: Path, monolith: str) -> None:

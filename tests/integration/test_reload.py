@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +17,11 @@ import pytest
 
 from tests.support import (
     Exchange,
-    Process,
     RawUpstream,
     answer,
     response,
     running_gateway,
+    serve_process,
     wait_for,
 )
 
@@ -42,25 +41,7 @@ class Served:
     """A `strangler serve` process and what its admin port says."""
 
     def __init__(self, config: Path, *flags: str) -> None:
-        self.process = Process(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "-c",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                *flags,
-            ]
-        )
-        self.gateway = self.process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
-        self.admin = self.process.wait_for_line(r"admin\s+(http://\S+)").group(1)
+        self.process, self.gateway, self.admin = serve_process(config, *flags)
 
     def reloads(self) -> dict[str, float]:
         text = httpx.get(f"{self.admin}/metrics").text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from proxy.splitting import Choice, Split
-from tests.support import Process, RawUpstream, answer, response, running_gateway
+from tests.support import RawUpstream, answer, response, running_gateway, serve_process
 
 pytestmark = pytest.mark.sockets
 
@@ -51,25 +50,8 @@ def test_every_process_sends_a_key_to_the_same_backend(
     landed: list[dict[str, str]] = []
     for seed in ("1", "2"):
         # Different hash seeds: Python's own hash() would disagree between these processes.
-        process = Process(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "-c",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-            ],
-            env={"PYTHONHASHSEED": seed},
-        )
+        process, gateway, _ = serve_process(config, env={"PYTHONHASHSEED": seed})
         try:
-            gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
             with httpx.Client(base_url=gateway) as client:
                 landed.append(
                     {k: client.get("/products", headers={"X-User-Id": k}).text for k in KEYS}
