@@ -46,6 +46,10 @@ class Application:
         if self.settings.watch and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.reloader.watch(self._stop))
 
+    def start_draining(self) -> None:
+        """Stop being ready (``/readyz`` answers 503) ahead of a shutdown."""
+        self.runtime.draining = True
+
     def request_reload(self, trigger: str) -> None:
         """Reload in the background (for signal handlers, which cannot await)."""
         task = asyncio.get_running_loop().create_task(self.reloader.reload(trigger))

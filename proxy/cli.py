@@ -21,7 +21,7 @@ from proxy import __version__
 from proxy.app import Application, create_app
 from proxy.offline import explain_request, load_compiled, summarise
 from proxy.routetests import run_route_tests
-from proxy.server import Listener, ServerGroup
+from proxy.server import Drain, Listener, ServerGroup
 from proxy.settings import (
     DEFAULT_ADMIN_HOST,
     DEFAULT_ADMIN_PORT,
@@ -141,6 +141,22 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
     parser.add_argument(
         "--no-watch", action="store_true", help="do not watch the routing table for changes"
     )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(env_default("SHUTDOWN_GRACE", "5")),
+        metavar="SECONDS",
+        help="after SIGTERM, keep serving new requests this long while /readyz says 503 "
+        "(STRANGLER_SHUTDOWN_GRACE, default %(default)g)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=float(env_default("DRAIN_TIMEOUT", "30")),
+        metavar="SECONDS",
+        help="then give requests in flight at most this long "
+        "(STRANGLER_DRAIN_TIMEOUT, default %(default)g)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -153,7 +169,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         workers=args.workers,
         log_level=args.log_level,
         watch=not args.no_watch,
+        shutdown_grace=args.shutdown_grace,
+        drain_timeout=args.drain_timeout,
     )
+
+
+def _drain(settings: Settings) -> Drain:
+    return Drain(grace=settings.shutdown_grace, timeout=settings.drain_timeout)
 
 
 def _setup_logging(level: str) -> None:
@@ -194,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
-    group = ServerGroup([gateway, admin])
+    group = ServerGroup([gateway, admin], _drain(settings), application.start_draining)
 
     def banner() -> list[str]:
         return [
@@ -298,7 +320,7 @@ def _demo(args: argparse.Namespace) -> int:
     monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port)
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
-    group = ServerGroup([monolith, gateway, admin])
+    group = ServerGroup([monolith, gateway, admin], _drain(settings), application.start_draining)
 
     def banner() -> list[str]:
         return [

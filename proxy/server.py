@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 from collections.abc import Callable, Generator
@@ -21,8 +22,15 @@ from proxy.asgi import ASGIApp
 
 log = logging.getLogger("strangler")
 
-#: How long in-flight requests get to finish once a stop is asked for.
-SHUTDOWN_GRACE = 10
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """How a stop proceeds: on SIGTERM, ``grace`` seconds during which new requests are still
+    accepted (load balancers notice a failing readiness check late), then at most
+    ``timeout`` seconds for requests in flight, streams included, before they are cut."""
+
+    grace: float = 5.0
+    timeout: float = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -53,7 +61,7 @@ class Listener:
         return f"http://{host}:{self.bound_port}"
 
 
-def server_config(app: ASGIApp) -> uvicorn.Config:
+def server_config(app: ASGIApp, drain_timeout: float) -> uvicorn.Config:
     """uvicorn settings for a proxy: nothing added to responses (no Server or Date header of
     its own), client addresses never rewritten from headers, no websocket upgrade."""
     return uvicorn.Config(
@@ -66,7 +74,7 @@ def server_config(app: ASGIApp) -> uvicorn.Config:
         proxy_headers=False,
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        timeout_graceful_shutdown=max(1, math.ceil(drain_timeout)),
     )
 
 
@@ -84,10 +92,24 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class ServerGroup:
-    """Listeners served together; :meth:`stop` (or SIGINT/SIGTERM) stops all of them."""
+    """Listeners served together and stopped together.
 
-    def __init__(self, listeners: list[Listener]) -> None:
+    SIGTERM drains: ``on_drain`` runs at once (readiness turns 503), new requests are still
+    served for the drain's grace period, then the listeners close and requests in flight get
+    the drain's timeout. SIGINT skips the grace period; a second signal stops without waiting,
+    a third cuts what is left.
+    """
+
+    def __init__(
+        self,
+        listeners: list[Listener],
+        drain: Drain | None = None,
+        on_drain: Callable[[], None] | None = None,
+    ) -> None:
         self.listeners = listeners
+        self.drain = drain or Drain()
+        self._on_drain = on_drain
+        self._draining = False
         self._servers: list[_Server] = []
 
     def bind(self) -> None:
@@ -111,11 +133,13 @@ class ServerGroup:
         (and signals are handled), which is when a caller may announce the addresses."""
         if any(listener.sock is None for listener in self.listeners):
             self.bind()
-        self._servers = [_Server(server_config(listener.app)) for listener in self.listeners]
+        self._servers = [
+            _Server(server_config(listener.app, self.drain.timeout)) for listener in self.listeners
+        ]
         loop = asyncio.get_running_loop()
         if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGTERM, self.begin_drain, self.drain.grace)
+            loop.add_signal_handler(signal.SIGINT, self.begin_drain, 0.0)
         try:
             serving = asyncio.gather(
                 *(
@@ -134,6 +158,17 @@ class ServerGroup:
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
+
+    def begin_drain(self, grace: float) -> None:
+        """Stop after ``grace`` seconds of still serving; a second call stops now."""
+        if self._draining:
+            self.stop()
+            return
+        self._draining = True
+        log.info("draining: not ready any more; stopping in %gs", grace)
+        if self._on_drain is not None:
+            self._on_drain()
+        asyncio.get_running_loop().call_later(grace, self.stop)
 
     def stop(self) -> None:
         for server in self._servers:

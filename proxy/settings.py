@@ -26,6 +26,9 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
     watch: bool = True
+    #: Seconds new requests are still served after SIGTERM, then seconds in-flight ones get.
+    shutdown_grace: float = 5.0
+    drain_timeout: float = 30.0
 
 
 def env_default(name: str, default: str) -> str:

@@ -482,6 +482,9 @@ def serve_process(
             "0",
             "--admin-port",
             "0",
+            # No grace period unless a test asks for one: most stop their server at once.
+            "--shutdown-grace",
+            "0",
             *flags,
         ],
         env=env,

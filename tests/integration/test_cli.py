@@ -297,6 +297,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monolith: str) -> No
         "STRANGLER_HOST": "127.0.0.1",
         "STRANGLER_PORT": "0",
         "STRANGLER_ADMIN_PORT": "0",
+        "STRANGLER_SHUTDOWN_GRACE": "0",
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
