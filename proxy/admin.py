@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -36,6 +37,11 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
         return JSONResponse({**describe_table(runtime.table), "last_error": runtime.last_error})
 
     async def reload(request: Request) -> Response:
+        if _cross_site(request):
+            return JSONResponse(
+                {"error": "forbidden", "message": "a cross-site request may not reload the table"},
+                status_code=403,
+            )
         result = await reloader.reload("admin")
         if not result.ok:
             return JSONResponse(
@@ -126,3 +132,12 @@ def _sticky(sticky: Sticky | None) -> dict[str, Any] | None:
     if sticky.cookie is not None:
         return {"cookie": sticky.cookie, "set": sticky.set_cookie}
     return {"header": sticky.header}
+
+
+def _cross_site(request: Request) -> bool:
+    """Whether a browser sent this request on behalf of another site (a form posted from a page
+    elsewhere): its Sec-Fetch-Site says so, or its Origin is not the admin port's own."""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host", "")

@@ -87,7 +87,9 @@ def upstream_request_headers(
 ) -> RawHeaders:
     """The request's headers as a backend sees them."""
     drop = _REQUEST_DROP | head.connection_tokens if head.connection_tokens else _REQUEST_DROP
-    out = [(name, value) for name, value in headers if name not in drop]
+    # Names with underscores are dropped, as NGINX does by default: CGI-style backends map
+    # "_" and "-" to the same variable, so X_Forwarded_For could pose as X-Forwarded-For.
+    out = [(name, value) for name, value in headers if name not in drop and b"_" not in name]
     out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if head.host is not None:

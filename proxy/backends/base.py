@@ -79,3 +79,23 @@ async def read_body(request: ProxyRequest, limit: int = MAX_FUNCTION_BODY) -> by
 
 def _too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the request body is larger than {limit} bytes")
+
+
+class Slots:
+    """A count of requests in flight to a backend that refuses, rather than queues, past its
+    limit (``max_concurrency``)."""
+
+    __slots__ = ("in_use", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use -= 1

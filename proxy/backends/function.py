@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy.asgi import Send
-from proxy.backends.base import ProxyRequest, read_body
+from proxy.backends.base import ProxyRequest, Slots, read_body
 from proxy.backends.lambda_payload import FunctionResponse, build_event, parse_result
 from proxy.errors import FunctionError, Overloaded, UpstreamTimeout
 from proxy.headers import client_response_headers
@@ -64,25 +64,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class Slots:
-    """A count of invocations in flight that refuses, rather than queues, past its limit."""
-
-    __slots__ = ("in_use", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
-
-    def take(self) -> bool:
-        if self.in_use >= self.limit:
-            return False
-        self.in_use += 1
-        return True
-
-    def give_back(self) -> None:
-        self.in_use -= 1
 
 
 class FunctionBackend:

@@ -15,8 +15,14 @@ import re
 import httpx
 
 from proxy.asgi import Send
-from proxy.backends.base import ProxyRequest
-from proxy.errors import GatewayError, StreamAborted, UpstreamTimeout, UpstreamUnavailable
+from proxy.backends.base import ProxyRequest, Slots
+from proxy.errors import (
+    GatewayError,
+    Overloaded,
+    StreamAborted,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.headers import client_response_headers
 from proxy.table import model
 
@@ -35,8 +41,11 @@ def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
     requests), no redirects followed, and no proxy settings taken from the environment.
     """
     jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    # The pool itself is unbounded: each backend bounds its own requests in flight
+    # (max_concurrency), so one hung upstream cannot take every connection from the others.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     client = httpx.AsyncClient(
-        transport=transport or httpx.AsyncHTTPTransport(retries=0),
+        transport=transport or httpx.AsyncHTTPTransport(retries=0, limits=limits),
         cookies=jar,
         follow_redirects=False,
         trust_env=False,
@@ -71,6 +80,8 @@ class HttpBackend:
         self._base_path = self._base.path.rstrip("/")
         self._timeout = spec.timeout
         self._timeouts = client_timeouts(spec)
+        assert spec.max_concurrency is not None
+        self._slots = Slots(spec.max_concurrency)
 
     def target(self, path: str, query: bytes) -> httpx.URL:
         """The upstream URL for a normalised path and the client's query.
@@ -86,6 +97,14 @@ class HttpBackend:
         return url
 
     async def handle(self, request: ProxyRequest, send: Send) -> None:
+        if not self._slots.take():
+            raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
+        try:
+            await self._exchange(request, send)
+        finally:
+            self._slots.give_back()
+
+    async def _exchange(self, request: ProxyRequest, send: Send) -> None:
         upstream = httpx.Request(
             request.method,
             self.target(request.path, request.query),

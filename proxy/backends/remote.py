@@ -16,8 +16,8 @@ import logging
 import httpx
 
 from proxy.asgi import Send
-from proxy.backends.base import ProxyRequest, read_body
-from proxy.backends.function import Slots, send_response
+from proxy.backends.base import ProxyRequest, Slots, read_body
+from proxy.backends.function import send_response
 from proxy.backends.http import client_timeouts
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.errors import (

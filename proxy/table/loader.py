@@ -21,6 +21,7 @@ from proxy.table.model import (
     DEFAULT_FUNCTION_CONCURRENCY,
     DEFAULT_LAMBDA_CONCURRENCY,
     DEFAULT_TIMEOUT,
+    DEFAULT_URL_CONCURRENCY,
     WEIGHT_SCALE,
     Backend,
     Kind,
@@ -181,17 +182,13 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
         connect_timeout = (
             reader.duration(value_node, f"{where}.connect_timeout", MAX_TIMEOUT) or connect_timeout
         )
-    concurrency: int | None = None
-    if target == "function":
-        concurrency = DEFAULT_FUNCTION_CONCURRENCY
-    elif target == "lambda":
-        concurrency = DEFAULT_LAMBDA_CONCURRENCY
+    concurrency: int | None = {
+        "url": DEFAULT_URL_CONCURRENCY,
+        "function": DEFAULT_FUNCTION_CONCURRENCY,
+        "lambda": DEFAULT_LAMBDA_CONCURRENCY,
+    }[target]
     if "max_concurrency" in entries:
-        key_node, value_node = entries["max_concurrency"]
-        if target == "url":
-            reader.error(
-                key_node, f"{where}.max_concurrency: applies only to function and lambda backends"
-            )
+        value_node = entries["max_concurrency"][1]
         concurrency = reader.integer(value_node, f"{where}.max_concurrency", 1, 100_000)
     if value is None:
         return None

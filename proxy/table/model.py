@@ -16,6 +16,9 @@ WEIGHT_SCALE = 10_000
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
+#: Requests in flight to one HTTP upstream; beyond it, 503 at once, so that one hung upstream
+#: cannot hold every connection and task of the gateway.
+DEFAULT_URL_CONCURRENCY = 512
 DEFAULT_FUNCTION_CONCURRENCY = 64
 DEFAULT_LAMBDA_CONCURRENCY = 1
 

@@ -254,6 +254,18 @@ def test_hop_by_hop_headers_are_stripped_both_ways(proxy_to: ProxyTo) -> None:
     assert second.status == 200
 
 
+def test_header_names_with_underscores_are_dropped(proxy_to: ProxyTo) -> None:
+    upstream, port = proxy_to(answer(response(body=b"")))
+    RawClient(port).request(
+        b"GET / HTTP/1.1\r\nHost: gw\r\nX_Forwarded_For: 6.6.6.6\r\nX_User: admin\r\n"
+        b"X-Kept: 1\r\n\r\n"
+    )
+    (seen,) = upstream.requests
+    assert [name for name, _ in seen.headers if "_" in name] == []
+    assert seen.header("x-kept") == ["1"]
+    assert seen.header("x-forwarded-for") == ["127.0.0.1"]
+
+
 def test_forwarding_headers_replace_what_the_client_claims(proxy_to: ProxyTo) -> None:
     upstream, port = proxy_to(answer(response(body=b"")))
     reply = RawClient(port).request(
@@ -592,3 +604,46 @@ def test_missing_or_repeated_host_is_400(proxy_to: ProxyTo) -> None:
     assert reply.status == 400
     assert error_json(reply.body)["message"] == "more than one Host header"
     assert upstream.requests == []
+
+
+def test_a_hung_backend_is_bounded_and_does_not_slow_the_others(tmp_path: Path) -> None:
+    async def hang(exchange: Exchange) -> None:
+        await asyncio.wait_for(exchange.reader.read(1), 30)
+
+    hung = RawUpstream(hang).start()
+    healthy = RawUpstream(answer(response(body=b"fine"))).start()
+    try:
+        config = write_table(
+            tmp_path / "routes.yaml",
+            {
+                "hung": f"{{url: '{hung.url}', max_concurrency: 2}}",
+                "ok": f"{{url: '{healthy.url}'}}",
+            },
+            "  - {name: hung, match: {path: /hung}, backend: hung}\n"
+            "  - {name: ok, match: {path: /}, backend: ok}",
+        )
+        with running_gateway(config) as (_, servers):
+            port = servers.port("gateway")
+            stuck = [RawClient(port) for _ in range(2)]
+            for client in stuck:
+                client.send(b"GET /hung HTTP/1.1\r\nHost: gw\r\n\r\n")
+            assert wait_for(lambda: hung.heads_received == 2)
+            refused = RawClient(port).request(
+                b"GET /hung HTTP/1.1\r\nHost: gw\r\nX-Request-Id: r-7\r\n\r\n"
+            )
+            assert refused.status == 503
+            assert error_json(refused.body) == {
+                "error": "overloaded",
+                "message": "backend 'hung' is at its limit of 2",
+                "request_id": "r-7",
+            }
+            assert hung.heads_received == 2  # the third never reached the hung upstream
+            for _ in range(20):
+                assert (
+                    RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"fine"
+                )
+            for client in stuck:
+                client.close()
+    finally:
+        hung.stop()
+        healthy.stop()

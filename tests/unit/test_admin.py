@@ -101,3 +101,29 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
 async def test_unknown_admin_paths_and_methods(admin: httpx.AsyncClient) -> None:
     assert (await admin.get("/nope")).status_code == 404
     assert (await admin.post("/healthz")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site", "origin": "http://admin"},
+    ],
+)
+async def test_reload_refuses_cross_site_requests(
+    admin: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    reply = await admin.post("/reload", headers=headers)
+    assert reply.status_code == 403
+    assert reply.json() == {
+        "error": "forbidden",
+        "message": "a cross-site request may not reload the table",
+    }
+
+
+async def test_reload_accepts_its_own_origin_and_plain_clients(admin: httpx.AsyncClient) -> None:
+    for headers in ({}, {"origin": "http://admin", "sec-fetch-site": "same-origin"}):
+        reply = await admin.post("/reload", headers=headers)
+        assert reply.status_code == 200
+        assert reply.json()["changed"] is False

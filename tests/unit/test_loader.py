@@ -154,12 +154,12 @@ BROKEN = {
         version: 1
         backends:
           f: {function: "a.b:c", connect_timeout: 1s}
-          u: {url: "http://h", max_concurrency: 3}
+          u: {url: "http://h", max_concurrency: 0}
         routes: [{name: r, match: {path: /}, backend: u}]
         """,
         [
             "t.yaml:3:26: backends.f.connect_timeout: applies only to url and lambda backends",
-            "t.yaml:4:24: backends.u.max_concurrency: applies only to function and lambda backends",
+            "t.yaml:4:41: backends.u.max_concurrency: 0 is out of range (1 to 100000)",
         ],
     ),
     "duplicate names": (
