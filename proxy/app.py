@@ -19,6 +19,7 @@ from proxy import __version__
 from proxy.admin import create_admin
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
+from proxy.clientaddr import TrustedProxies, parse_networks
 from proxy.gateway import Gateway
 from proxy.metrics import Metrics
 from proxy.reloader import Reloader
@@ -89,6 +90,11 @@ def create_app(
         metrics=metrics,
         client=client,
         reloader=reloader,
-        public=Gateway(runtime, metrics, rng or random.Random()),
+        public=Gateway(
+            runtime,
+            metrics,
+            rng or random.Random(),
+            TrustedProxies(parse_networks(settings.trusted_proxies)),
+        ),
         admin=create_admin(runtime, metrics, reloader),
     )

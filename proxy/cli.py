@@ -142,6 +142,13 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "--no-watch", action="store_true", help="do not watch the routing table for changes"
     )
     parser.add_argument(
+        "--trusted-proxies",
+        default=env_default("TRUSTED_PROXIES", ""),
+        metavar="CIDR,...",
+        help="peers whose X-Forwarded-For/-Proto/-Host and Forwarded headers are believed "
+        "(STRANGLER_TRUSTED_PROXIES, default none)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env_default("SHUTDOWN_GRACE", "5")),
@@ -169,6 +176,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         workers=args.workers,
         log_level=args.log_level,
         watch=not args.no_watch,
+        trusted_proxies=tuple(p for p in args.trusted_proxies.split(",") if p.strip()),
         shutdown_grace=args.shutdown_grace,
         drain_timeout=args.drain_timeout,
     )
@@ -202,6 +210,9 @@ def _load(settings: Settings) -> Application | None:
             f"strangler: {settings.config}: not loaded ({len(exc.problems)} problems)",
             file=sys.stderr,
         )
+        return None
+    except ValueError as exc:  # a setting that cannot be used, such as a bad trusted proxy
+        print(f"strangler: {exc}", file=sys.stderr)
         return None
 
 

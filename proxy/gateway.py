@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from proxy.asgi import Message, RawHeaders, Receive, Scope, Send
 from proxy.backends.base import Backend, ProxyRequest
+from proxy.clientaddr import TrustedProxies
 from proxy.errors import (
     BadRequest,
     ClientDisconnected,
@@ -41,8 +42,15 @@ log = logging.getLogger("strangler.gateway")
 class Gateway:
     """The ASGI app served on the public port."""
 
-    def __init__(self, runtime: Runtime, metrics: Metrics, rng: random.Random) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        metrics: Metrics,
+        rng: random.Random,
+        trusted: TrustedProxies | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._trusted = trusted or TrustedProxies()
         self._unmatched = metrics.unmatched.backends[NONE]
         self._rng = rng
 
@@ -89,7 +97,8 @@ class Gateway:
         exchange = _Exchange(send)
         backend = self._pick(route, headers, exchange)
         client = scope.get("client")
-        client_ip = client[0] if client else "0.0.0.0"
+        forwarding = self._trusted.resolve(client[0] if client else "0.0.0.0", headers)
+        client_ip = forwarding.client_ip
         watch = _DisconnectWatch(receive, exchange)
         request = ProxyRequest(
             method=method,
@@ -98,7 +107,7 @@ class Gateway:
             headers=upstream_request_headers(
                 headers,
                 head,
-                client_ip=client_ip,
+                forwarding=forwarding,
                 scheme=scope.get("scheme", "http"),
                 http_version=scope.get("http_version", "1.1"),
             ),

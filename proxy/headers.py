@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from proxy.asgi import RawHeaders
+from proxy.clientaddr import Forwarding
 
 #: Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies have always dropped).
 HOP_BY_HOP = frozenset(
@@ -81,19 +82,22 @@ def upstream_request_headers(
     headers: RawHeaders,
     head: RequestHead,
     *,
-    client_ip: str,
+    forwarding: Forwarding,
     scheme: str,
     http_version: str,
 ) -> RawHeaders:
     """The request's headers as a backend sees them."""
     drop = _REQUEST_DROP | head.connection_tokens if head.connection_tokens else _REQUEST_DROP
+    if not forwarding.trusted:
+        drop = drop | {b"forwarded"}  # a claim only a trusted proxy may make
     # Names with underscores are dropped, as NGINX does by default: CGI-style backends map
     # "_" and "-" to the same variable, so X_Forwarded_For could pose as X-Forwarded-For.
     out = [(name, value) for name, value in headers if name not in drop and b"_" not in name]
-    out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
-    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
-    if head.host is not None:
-        out.append((b"x-forwarded-host", head.host))
+    out.append((b"x-forwarded-for", forwarding.forwarded_for))
+    out.append((b"x-forwarded-proto", forwarding.proto or scheme.encode("latin-1")))
+    forwarded_host = forwarding.host or head.host
+    if forwarded_host is not None:
+        out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"via", http_version.encode("latin-1") + b" " + VIA))
     out.append((b"x-request-id", head.request_id.encode("ascii")))
     return out

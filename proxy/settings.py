@@ -29,6 +29,8 @@ class Settings:
     #: Seconds new requests are still served after SIGTERM, then seconds in-flight ones get.
     shutdown_grace: float = 5.0
     drain_timeout: float = 30.0
+    #: Peers whose X-Forwarded-* and Forwarded headers are believed (CIDR blocks).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def env_default(name: str, default: str) -> str:

@@ -647,3 +647,26 @@ def test_a_hung_backend_is_bounded_and_does_not_slow_the_others(tmp_path: Path) 
     finally:
         hung.stop()
         healthy.stop()
+
+
+def test_behind_a_trusted_proxy_its_forwarding_headers_are_kept(tmp_path: Path) -> None:
+    upstream = RawUpstream(answer(response(body=b""))).start()
+    try:
+        config = write_table(tmp_path / "routes.yaml", {"up": f"{{url: '{upstream.url}'}}"})
+        with running_gateway(config, trusted_proxies=("127.0.0.0/8",)) as (_, servers):
+            RawClient(servers.port("gateway")).request(
+                b"GET / HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 198.51.100.7\r\n"
+                b"X-Forwarded-Proto: https\r\nForwarded: for=198.51.100.7;proto=https\r\n\r\n"
+            )
+        (seen,) = upstream.requests
+        assert seen.header("x-forwarded-for") == ["198.51.100.7, 127.0.0.1"]
+        assert seen.header("x-forwarded-proto") == ["https"]
+        assert seen.header("forwarded") == ["for=198.51.100.7;proto=https"]
+    finally:
+        upstream.stop()
+
+
+def test_without_trusted_proxies_forwarded_claims_are_dropped(proxy_to: ProxyTo) -> None:
+    upstream, port = proxy_to(answer(response(body=b"")))
+    RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\nForwarded: for=6.6.6.6\r\n\r\n")
+    assert upstream.requests[0].header("forwarded") == []

@@ -384,3 +384,12 @@ def test_remote_timeout_and_unreachable_emulator(tmp_path: Path) -> None:
     with running_gateway(config) as (_, gateway):
         reply = get(gateway.port("gateway"), "/fn")
     assert (reply.status, json.loads(reply.body)["error"]) == (502, "upstream_unavailable")
+
+
+def test_behind_a_trusted_proxy_the_function_sees_the_real_client(tmp_path: Path) -> None:
+    config = table(tmp_path, {"fn": "{function: 'tests.functions:echo'}"}, [("fn", "/fn", "fn")])
+    with running_gateway(config, trusted_proxies=("127.0.0.1",)) as (_, servers):
+        reply = get(servers.port("gateway"), "/fn", b"X-Forwarded-For: 198.51.100.7\r\n")
+    event = json.loads(reply.body)["event"]
+    assert event["requestContext"]["http"]["sourceIp"] == "198.51.100.7"
+    assert event["headers"]["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
