@@ -95,6 +95,7 @@ def create_app(
             metrics,
             rng or random.Random(),
             TrustedProxies(parse_networks(settings.trusted_proxies)),
+            settings.limits,
         ),
         admin=create_admin(runtime, metrics, reloader),
     )

@@ -29,6 +29,7 @@ from proxy.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LOG_LEVELS,
+    Limits,
     Settings,
     env_default,
 )
@@ -149,6 +150,25 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "(STRANGLER_TRUSTED_PROXIES, default none)",
     )
     parser.add_argument(
+        "--max-uri-bytes",
+        type=int,
+        default=int(env_default("MAX_URI_BYTES", str(Limits().max_uri_bytes))),
+        help="longest path and query; 414 beyond (STRANGLER_MAX_URI_BYTES, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-headers",
+        type=int,
+        default=int(env_default("MAX_HEADERS", str(Limits().max_headers))),
+        help="most header fields; 431 beyond (STRANGLER_MAX_HEADERS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=int(env_default("MAX_HEADER_BYTES", str(Limits().max_header_bytes))),
+        help="largest total of header names and values; 431 beyond "
+        "(STRANGLER_MAX_HEADER_BYTES, default %(default)s)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env_default("SHUTDOWN_GRACE", "5")),
@@ -177,6 +197,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         watch=not args.no_watch,
         trusted_proxies=tuple(p for p in args.trusted_proxies.split(",") if p.strip()),
+        limits=Limits(args.max_uri_bytes, args.max_headers, args.max_header_bytes),
         shutdown_grace=args.shutdown_grace,
         drain_timeout=args.drain_timeout,
     )

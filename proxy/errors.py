@@ -36,6 +36,14 @@ class BodyTooLarge(GatewayError):
     status, code = 413, "body_too_large"
 
 
+class UriTooLong(GatewayError):
+    status, code = 414, "uri_too_long"
+
+
+class HeadersTooLarge(GatewayError):
+    status, code = 431, "headers_too_large"
+
+
 class UpstreamUnavailable(GatewayError):
     status, code = 502, "upstream_unavailable"
 

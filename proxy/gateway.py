@@ -22,14 +22,17 @@ from proxy.errors import (
     BadRequest,
     ClientDisconnected,
     GatewayError,
+    HeadersTooLarge,
     NoRoute,
     StreamAborted,
+    UriTooLong,
     send_error,
 )
 from proxy.headers import cookie_value, header_value, read_head, upstream_request_headers
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
+from proxy.settings import Limits
 from proxy.table.compile import CompiledRoute, CompiledTable
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
@@ -48,8 +51,10 @@ class Gateway:
         metrics: Metrics,
         rng: random.Random,
         trusted: TrustedProxies | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._runtime = runtime
+        self._limits = limits or Limits()
         self._trusted = trusted or TrustedProxies()
         self._unmatched = metrics.unmatched.backends[NONE]
         self._rng = rng
@@ -75,12 +80,19 @@ class Gateway:
         head = read_head(headers)
         request_id = head.request_id
         method: str = scope["method"]
+        limits = self._limits
         try:
+            if head.count > limits.max_headers:
+                raise HeadersTooLarge(f"more than {limits.max_headers} header fields")
+            if head.size > limits.max_header_bytes:
+                raise HeadersTooLarge(f"header fields larger than {limits.max_header_bytes} bytes")
+            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+            if len(raw_path) + len(scope.get("query_string", b"")) > limits.max_uri_bytes:
+                raise UriTooLong(f"the request target is longer than {limits.max_uri_bytes} bytes")
             if head.hosts > 1:
                 raise BadRequest("more than one Host header")
             if head.hosts == 0 and scope.get("http_version") == "1.1":
                 raise BadRequest("an HTTP/1.1 request must carry a Host header")
-            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
             try:
                 path = normalise_path(raw_path)
             except BadPath as exc:

@@ -49,6 +49,9 @@ class RequestHead:
     request_id: str
     has_body: bool
     connection_tokens: frozenset[bytes]
+    #: How many header fields, and their names and values in bytes.
+    count: int
+    size: int
 
 
 def read_head(headers: RawHeaders) -> RequestHead:
@@ -57,7 +60,9 @@ def read_head(headers: RawHeaders) -> RequestHead:
     request_id: bytes | None = None
     has_body = False
     tokens: frozenset[bytes] = frozenset()
+    size = 0
     for name, value in headers:
+        size += len(name) + len(value)
         if name == b"host":
             hosts += 1
             host = value
@@ -71,7 +76,7 @@ def read_head(headers: RawHeaders) -> RequestHead:
         rid = request_id.decode("ascii")
     else:
         rid = str(uuid.uuid4())
-    return RequestHead(host, hosts, rid, has_body, tokens)
+    return RequestHead(host, hosts, rid, has_body, tokens, len(headers), size)
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:

@@ -6,7 +6,7 @@ Everything here needs a restart to change; what can change live belongs in the r
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_CONFIG = "config/routes.yaml"
 DEFAULT_HOST = "0.0.0.0"
@@ -31,6 +31,19 @@ class Settings:
     drain_timeout: float = 30.0
     #: Peers whose X-Forwarded-* and Forwarded headers are believed (CIDR blocks).
     trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a request may carry before the gateway refuses it (docs/security.md)."""
+
+    #: Path and query, in bytes: 414 uri_too_long beyond (NGINX's default buffer is 8 KiB).
+    max_uri_bytes: int = 8192
+    #: Header fields: 431 headers_too_large beyond (Envoy's default is 100).
+    max_headers: int = 100
+    #: Names and values of all header fields together: 431 beyond (Envoy's default is 60 KiB).
+    max_header_bytes: int = 65536
 
 
 def env_default(name: str, default: str) -> str:

@@ -1,0 +1,83 @@
+"""Hostile input at the edge, over real sockets: smuggling attempts the HTTP parser refuses,
+and the limits the gateway enforces. Each case checks the exact answer, that the upstream saw
+nothing, and that the next client is served."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import ProxyTo
+from tests.support import RawClient, answer, response
+
+pytestmark = pytest.mark.sockets
+
+SMUGGLING = {
+    "content-length and transfer-encoding": (
+        b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
+    "two content-lengths": (
+        b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
+    ),
+    "signed content-length": b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: +4\r\n\r\nabcd",
+    "chunked not last": (
+        b"POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
+    ),
+    "obfuscated transfer-encoding": (
+        b"POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+    ),
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\n  folded\r\n\r\n",
+    "control byte in a header": b"GET / HTTP/1.1\r\nHost: gw\r\nX-A: a\x01b\r\n\r\n",
+    "space before the colon": b"GET / HTTP/1.1\r\nHost: gw\r\nX-A : 1\r\n\r\n",
+    "bare LF line endings": b"GET / HTTP/1.1\nHost: gw\n\n",
+}
+
+
+@pytest.mark.parametrize("case", list(SMUGGLING), ids=list(SMUGGLING))
+def test_smuggling_attempts_are_refused_by_the_parser(proxy_to: ProxyTo, case: str) -> None:
+    upstream, port = proxy_to(answer(response(body=b"ok")))
+    client = RawClient(port)
+    client.send(SMUGGLING[case])
+    reply = client.read_response()
+    assert reply.status == 400
+    assert reply.header("connection") == ["close"]
+    assert client.read_until_closed() == b""  # and the connection is closed
+    assert upstream.requests == []
+    assert RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"ok"
+
+
+LIMITS = {
+    "too many headers": (
+        b"GET / HTTP/1.1\r\nHost: gw\r\n"
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(100))
+        + b"\r\n",
+        431,
+        {"error": "headers_too_large", "message": "more than 100 header fields"},
+    ),
+    "headers too large": (
+        b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n",
+        431,
+        {"error": "headers_too_large", "message": "header fields larger than 65536 bytes"},
+    ),
+    "request target too long": (
+        b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: gw\r\n\r\n",
+        414,
+        {"error": "uri_too_long", "message": "the request target is longer than 8192 bytes"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIMITS), ids=list(LIMITS))
+def test_limits_are_enforced_before_forwarding(proxy_to: ProxyTo, case: str) -> None:
+    data, status, body = LIMITS[case]
+    upstream, port = proxy_to(answer(response(body=b"ok")))
+    client = RawClient(port)
+    reply = client.request(data)
+    assert reply.status == status
+    parsed = json.loads(reply.body)
+    assert {k: parsed[k] for k in ("error", "message")} == body
+    assert upstream.requests == []
+    # Just under each limit passes.
+    assert client.request(b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n").status == 200
