@@ -11,6 +11,7 @@ import asyncio
 import http.cookiejar
 import logging
 import re
+from typing import Any
 
 import httpx
 
@@ -117,6 +118,10 @@ class HttpBackend:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.send(upstream, stream=True)
                 try:
+                    if _ambiguous_framing(response.headers.raw):
+                        raise httpx.RemoteProtocolError(
+                            "response with both Content-Length and Transfer-Encoding"
+                        )
                     status = response.status_code
                     await send(
                         {
@@ -130,6 +135,13 @@ class HttpBackend:
                     started = True
                     async for chunk in response.aiter_raw():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if await _discard_if_overrun(response):
+                        log.warning(
+                            "backend %s sent bytes past the end of a response; its connection "
+                            "is closed instead of reused (request_id=%s)",
+                            self.name,
+                            request.request_id,
+                        )
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     await response.aclose()
@@ -165,3 +177,28 @@ def _query_text(query: bytes) -> str:
     if _QUERY_UNSAFE.search(query) is None:
         return query.decode("ascii")
     return _QUERY_UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], query).decode("ascii")
+
+
+def _ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 calls it a possible response
+    splitting attempt, to be handled as an error rather than guessed at."""
+    names = {name.lower() for name, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+async def _discard_if_overrun(response: httpx.Response) -> bool:
+    """True when the upstream sent bytes past the end of this response (a body on a 204, a
+    wrong Content-Length). Left in the pooled connection, they would be read as the *next*
+    request's response, possibly another user's; the connection is closed instead, and the
+    pool drops it. Reaches into httpcore's HTTP/1.1 connection (httpx is pinned to 0.28): when
+    that path is not there, nothing is checked."""
+    stream: Any = response.stream
+    try:
+        connection = stream._stream._httpcore_stream._stream._connection
+        leftover = connection._h11_state.trailing_data[0]
+    except AttributeError:
+        return False
+    if leftover:
+        await connection.aclose()
+        return True
+    return False

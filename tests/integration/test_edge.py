@@ -81,3 +81,43 @@ def test_limits_are_enforced_before_forwarding(proxy_to: ProxyTo, case: str) -> 
     assert upstream.requests == []
     # Just under each limit passes.
     assert client.request(b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n").status == 200
+
+
+def test_bytes_past_a_response_never_reach_the_next_request(proxy_to: ProxyTo) -> None:
+    # The upstream's Content-Length says 2, then it sends a whole second response: left in a
+    # pooled connection, "secret" would be read as the next request's answer.
+    upstream, port = proxy_to(
+        answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"
+        )
+    )
+    for _ in range(3):
+        reply = RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (reply.status, reply.body) == (200, b"ok")
+    assert upstream.connections == 3  # each overrun connection was discarded, never reused
+
+
+def test_a_body_on_a_204_does_not_break_the_next_request(proxy_to: ProxyTo) -> None:
+    upstream, port = proxy_to(answer(b"HTTP/1.1 204 No Content\r\nContent-Length: 6\r\n\r\nsecret"))
+    for _ in range(3):
+        assert RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").status == 204
+    assert upstream.connections == 3
+
+
+def test_a_response_with_content_length_and_transfer_encoding_is_502(proxy_to: ProxyTo) -> None:
+    upstream, port = proxy_to(
+        answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+    )
+    reply = RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\nX-Request-Id: r-8\r\n\r\n")
+    assert reply.status == 502
+    assert json.loads(reply.body) == {
+        "error": "upstream_unavailable",
+        "message": "backend 'up' is unavailable",
+        "request_id": "r-8",
+    }
+    RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert upstream.connections == 2  # the ambiguous connection was not reused
