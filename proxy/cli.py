@@ -169,6 +169,14 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "(STRANGLER_MAX_HEADER_BYTES, default %(default)s)",
     )
     parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=float(env_default("HEAD_TIMEOUT", "10")),
+        metavar="SECONDS",
+        help="time a client has to send a request's line and headers; 408 beyond "
+        "(STRANGLER_HEAD_TIMEOUT, default %(default)g)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env_default("SHUTDOWN_GRACE", "5")),
@@ -198,6 +206,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         watch=not args.no_watch,
         trusted_proxies=tuple(p for p in args.trusted_proxies.split(",") if p.strip()),
         limits=Limits(args.max_uri_bytes, args.max_headers, args.max_header_bytes),
+        head_timeout=args.head_timeout,
         shutdown_grace=args.shutdown_grace,
         drain_timeout=args.drain_timeout,
     )
@@ -248,7 +257,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
-    group = ServerGroup([gateway, admin], _drain(settings), application.start_draining)
+    group = ServerGroup(
+        [gateway, admin], _drain(settings), application.start_draining, settings.head_timeout
+    )
 
     def banner() -> list[str]:
         return [
@@ -352,7 +363,12 @@ def _demo(args: argparse.Namespace) -> int:
     monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port)
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
-    group = ServerGroup([monolith, gateway, admin], _drain(settings), application.start_draining)
+    group = ServerGroup(
+        [monolith, gateway, admin],
+        _drain(settings),
+        application.start_draining,
+        settings.head_timeout,
+    )
 
     def banner() -> list[str]:
         return [

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from proxy.asgi import ASGIApp
+from proxy.protocol import DEFAULT_HEAD_TIMEOUT, guarded_protocol
 
 log = logging.getLogger("strangler")
 
@@ -61,12 +62,14 @@ class Listener:
         return f"http://{host}:{self.bound_port}"
 
 
-def server_config(app: ASGIApp, drain_timeout: float) -> uvicorn.Config:
+def server_config(
+    app: ASGIApp, drain_timeout: float, head_timeout: float = DEFAULT_HEAD_TIMEOUT
+) -> uvicorn.Config:
     """uvicorn settings for a proxy: nothing added to responses (no Server or Date header of
     its own), client addresses never rewritten from headers, no websocket upgrade."""
     return uvicorn.Config(
         app,
-        http="httptools",
+        http=guarded_protocol(head_timeout),
         ws="none",
         lifespan="off",
         server_header=False,
@@ -105,9 +108,11 @@ class ServerGroup:
         listeners: list[Listener],
         drain: Drain | None = None,
         on_drain: Callable[[], None] | None = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     ) -> None:
         self.listeners = listeners
         self.drain = drain or Drain()
+        self.head_timeout = head_timeout
         self._on_drain = on_drain
         self._draining = False
         self._servers: list[_Server] = []
@@ -134,7 +139,8 @@ class ServerGroup:
         if any(listener.sock is None for listener in self.listeners):
             self.bind()
         self._servers = [
-            _Server(server_config(listener.app, self.drain.timeout)) for listener in self.listeners
+            _Server(server_config(listener.app, self.drain.timeout, self.head_timeout))
+            for listener in self.listeners
         ]
         loop = asyncio.get_running_loop()
         if handle_signals:

@@ -32,6 +32,8 @@ class Settings:
     #: Peers whose X-Forwarded-* and Forwarded headers are believed (CIDR blocks).
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=lambda: Limits())
+    #: Seconds a client has to send a request's line and headers (408 beyond).
+    head_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,15 @@ nothing, and that the next client is served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import ProxyTo
-from tests.support import RawClient, answer, response
+from tests.support import RawClient, RawUpstream, answer, response, serve_process
 
 pytestmark = pytest.mark.sockets
 
@@ -121,3 +124,38 @@ def test_a_response_with_content_length_and_transfer_encoding_is_502(proxy_to: P
     }
     RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
     assert upstream.connections == 2  # the ambiguous connection was not reused
+
+
+def test_a_head_trickling_in_is_cut_at_the_head_timeout(tmp_path: Path) -> None:
+    upstream = RawUpstream(answer(response(body=b"ok"))).start()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"version: 1\nbackends: {{up: {{url: '{upstream.url}'}}}}\n"
+        "routes: [{name: all, match: {path: /}, backend: up}]\n"
+    )
+    process, gateway, _ = serve_process(config, "--head-timeout", "0.5")
+    try:
+        port = int(gateway.rsplit(":", 1)[1])
+        slow = RawClient(port)
+        slow.send(b"GET / HTTP/1.1\r\nHost: gw\r\n")
+        silent = RawClient(port)  # connects and sends nothing at all
+        answered = b""
+        with contextlib.suppress(ConnectionError, OSError):
+            for number in range(40):  # a header every 0.1 s, never finishing
+                # Meanwhile other clients are served.
+                if number % 10 == 0:
+                    assert (
+                        RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"ok"
+                    )
+                slow.send(b"X-Slow-%d: 1\r\n" % number)
+                time.sleep(0.1)
+        answered = slow.read_until_closed()
+        assert answered.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b'"error":"request_timeout"' in answered
+        assert silent.read_until_closed().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert [r.request_line for r in upstream.requests] == ["GET / HTTP/1.1"] * len(
+            upstream.requests
+        )
+    finally:
+        assert process.stop() == 0
+        upstream.stop()
