@@ -169,6 +169,14 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "(STRANGLER_MAX_HEADER_BYTES, default %(default)s)",
     )
     parser.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=float(env_default("BODY_IDLE_TIMEOUT", str(Limits().body_idle_timeout))),
+        metavar="SECONDS",
+        help="longest pause inside a request body; 408 beyond "
+        "(STRANGLER_BODY_IDLE_TIMEOUT, default %(default)g)",
+    )
+    parser.add_argument(
         "--head-timeout",
         type=float,
         default=float(env_default("HEAD_TIMEOUT", "10")),
@@ -205,7 +213,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         watch=not args.no_watch,
         trusted_proxies=tuple(p for p in args.trusted_proxies.split(",") if p.strip()),
-        limits=Limits(args.max_uri_bytes, args.max_headers, args.max_header_bytes),
+        limits=Limits(
+            args.max_uri_bytes, args.max_headers, args.max_header_bytes, args.body_idle_timeout
+        ),
         head_timeout=args.head_timeout,
         shutdown_grace=args.shutdown_grace,
         drain_timeout=args.drain_timeout,

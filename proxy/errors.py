@@ -36,6 +36,10 @@ class BodyTooLarge(GatewayError):
     status, code = 413, "body_too_large"
 
 
+class RequestTimeout(GatewayError):
+    status, code = 408, "request_timeout"
+
+
 class UriTooLong(GatewayError):
     status, code = 414, "uri_too_long"
 

@@ -24,6 +24,7 @@ from proxy.errors import (
     GatewayError,
     HeadersTooLarge,
     NoRoute,
+    RequestTimeout,
     StreamAborted,
     UriTooLong,
     send_error,
@@ -123,7 +124,7 @@ class Gateway:
                 scheme=scope.get("scheme", "http"),
                 http_version=scope.get("http_version", "1.1"),
             ),
-            body=_body(receive, watch) if head.has_body else None,
+            body=_body(receive, watch, self._limits.body_idle_timeout) if head.has_body else None,
             request_id=request_id,
             route=route.name,
             route_key=route.route_key,
@@ -256,10 +257,19 @@ class _DisconnectWatch:
             self._watcher.cancel()
 
 
-async def _body(receive: Receive, watch: _DisconnectWatch) -> AsyncIterator[bytes]:
-    """The request body as it arrives; the disconnect watch starts once it is complete."""
+async def _body(
+    receive: Receive, watch: _DisconnectWatch, idle_timeout: float
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives; the disconnect watch starts once it is complete. A
+    client that sends nothing for ``idle_timeout`` seconds mid-body gets 408."""
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(idle_timeout):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body stalled for {idle_timeout:g}s", detail="body idle timeout"
+            ) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk: bytes = message.get("body", b"")

@@ -46,6 +46,9 @@ class Limits:
     max_headers: int = 100
     #: Names and values of all header fields together: 431 beyond (Envoy's default is 60 KiB).
     max_header_bytes: int = 65536
+    #: Seconds a request body may stall between two reads: 408 beyond (NGINX's
+    #: client_body_timeout is 60 s).
+    body_idle_timeout: float = 30.0
 
 
 def env_default(name: str, default: str) -> str:

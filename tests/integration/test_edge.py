@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from proxy.settings import Limits
 from tests.integration.conftest import ProxyTo
-from tests.support import RawClient, RawUpstream, answer, response, serve_process
+from tests.support import (
+    RawClient,
+    RawUpstream,
+    answer,
+    response,
+    running_gateway,
+    serve_process,
+)
 
 pytestmark = pytest.mark.sockets
 
@@ -158,4 +166,41 @@ def test_a_head_trickling_in_is_cut_at_the_head_timeout(tmp_path: Path) -> None:
         )
     finally:
         assert process.stop() == 0
+        upstream.stop()
+
+
+@pytest.mark.parametrize("backend", ["url", "function"])
+def test_a_stalled_request_body_is_408(tmp_path: Path, backend: str) -> None:
+    upstream = RawUpstream(answer(response(body=b"ok"))).start()
+    spec = (
+        f"{{url: '{upstream.url}'}}"
+        if backend == "url"
+        else "{function: 'tests.functions:plain_string'}"
+    )
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"version: 1\nbackends: {{up: {spec}}}\n"
+        "routes: [{name: all, match: {path: /}, backend: up}]\n"
+    )
+    try:
+        with running_gateway(config, limits=Limits(body_idle_timeout=0.5)) as (_, servers):
+            client = RawClient(servers.port("gateway"))
+            client.send(
+                b"POST / HTTP/1.1\r\nHost: gw\r\nX-Request-Id: r-9\r\nContent-Length: 10\r\n\r\nabc"
+            )  # 3 of 10 bytes, then nothing
+            reply = client.read_response()
+            assert reply.status == 408
+            assert json.loads(reply.body) == {
+                "error": "request_timeout",
+                "message": "the request body stalled for 0.5s",
+                "request_id": "r-9",
+            }
+            # A body that keeps coming, however slowly, is not cut.
+            steady = RawClient(servers.port("gateway"))
+            steady.send(b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\n\r\n")
+            for byte in b"abcd":
+                time.sleep(0.2)
+                steady.send(bytes([byte]))
+            assert steady.read_response().status == 200
+    finally:
         upstream.stop()
