@@ -103,6 +103,7 @@ def describe_table(table: CompiledTable) -> dict[str, Any]:
                     for b, w in route.backends
                 ],
                 "sticky": _sticky(route.spec.sticky),
+                "fallback": route.fallback.name if route.fallback is not None else None,
                 "line": route.spec.location.line,
             }
             for route in table.router.routes

@@ -16,12 +16,19 @@ class GatewayError(Exception):
 
     status = 500
     code = "internal_error"
+    #: True when the request provably never reached the backend (a refused connect, a local
+    #: limit), so that even a non-idempotent request may be served by a fallback.
+    never_sent = False
 
-    def __init__(self, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, message: str, detail: str | None = None, *, never_sent: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         #: For logs only; never sent to clients.
         self.detail = detail or message
+        if never_sent is not None:
+            self.never_sent = never_sent
 
 
 class BadRequest(GatewayError):
@@ -62,6 +69,7 @@ class BadFunctionResponse(GatewayError):
 
 class Overloaded(GatewayError):
     status, code = 503, "overloaded"
+    never_sent = True
 
 
 class Draining(GatewayError):

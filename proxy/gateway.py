@@ -124,7 +124,7 @@ class Gateway:
                 scheme=scope.get("scheme", "http"),
                 http_version=scope.get("http_version", "1.1"),
             ),
-            body=_body(receive, watch, self._limits.body_idle_timeout) if head.has_body else None,
+            body=_Body(receive, watch, self._limits.body_idle_timeout) if head.has_body else None,
             request_id=request_id,
             route=route.name,
             route_key=route.route_key,
@@ -136,13 +136,13 @@ class Gateway:
         if request.body is None:
             watch.start()
         route_metrics = route.metrics
-        backend_metrics = route_metrics.backends[backend.name]
+        answered = [route_metrics.backends[backend.name]]
         route_metrics.in_flight.inc()
         try:
-            await _forward(backend, request, exchange, watch, backend_metrics)
+            await _forward(backend, route, request, exchange, watch, answered)
         finally:
             route_metrics.in_flight.dec()
-            backend_metrics.count(
+            answered[-1].count(
                 method, exchange.status or CLIENT_CLOSED, time.perf_counter() - started_at
             )
 
@@ -166,16 +166,58 @@ class Gateway:
         return route.split.pick_for_key(key)
 
 
-async def _forward(
+#: Methods a fallback may repeat whatever happened to the first attempt (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def _may_fall_back(
+    route: CompiledRoute,
     backend: Backend,
     request: ProxyRequest,
     exchange: _Exchange,
+    error: GatewayError,
+) -> Backend | None:
+    """The route's fallback when it may answer instead: nothing has reached the client, the
+    request body (if any) was not consumed, and the method is idempotent or the request
+    provably never reached the failing backend."""
+    fallback = route.fallback
+    if fallback is None or fallback is backend or exchange.started:
+        return None
+    if isinstance(request.body, _Body) and request.body.started:
+        return None
+    if request.method in IDEMPOTENT or error.never_sent:
+        return fallback
+    return None
+
+
+async def _forward(
+    backend: Backend,
+    route: CompiledRoute,
+    request: ProxyRequest,
+    exchange: _Exchange,
     watch: _DisconnectWatch,
-    metrics: BackendMetrics,
+    answered: list[BackendMetrics],
 ) -> None:
+    """Forward to ``backend`` (or its route's fallback); ``answered`` ends with the metrics of
+    the backend that answered."""
+    metrics = answered[-1]
     where = f"route={request.route} backend={backend.name} request_id={request.request_id}"
     try:
-        await backend.handle(request, exchange.send)
+        try:
+            await backend.handle(request, exchange.send)
+        except GatewayError as exc:
+            fallback = _may_fall_back(route, backend, request, exchange, exc)
+            if fallback is None:
+                raise
+            log.warning(
+                "%s %s: %s; the fallback %s answers", where, exc.code, exc.detail, fallback.name
+            )
+            _count_error(metrics, exc)
+            metrics.fell_back(fallback.name)
+            metrics = route.metrics.backends[fallback.name]
+            answered.append(metrics)
+            where = f"route={request.route} backend={fallback.name} request_id={request.request_id}"
+            await fallback.handle(request, exchange.send)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if watch.fired and task is not None and task.uncancel() == 0:
@@ -191,13 +233,17 @@ async def _forward(
         metrics.error(ABORTED)
     except GatewayError as exc:
         log.warning("%s %s: %s", where, exc.code, exc.detail)
-        reason = ERROR_REASONS.get(exc.code)
-        if reason is not None:
-            metrics.error(reason)
+        _count_error(metrics, exc)
         if not exchange.started:
             await send_error(exchange.send, exc, request.request_id)
     finally:
         watch.stop()
+
+
+def _count_error(metrics: BackendMetrics, error: GatewayError) -> None:
+    reason = ERROR_REASONS.get(error.code)
+    if reason is not None:
+        metrics.error(reason)
 
 
 class _Exchange:
@@ -255,6 +301,23 @@ class _DisconnectWatch:
     def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+class _Body:
+    """The request body as it arrives, and whether anyone has started reading it (then it
+    cannot be sent again, to a fallback)."""
+
+    __slots__ = ("_idle_timeout", "_receive", "_watch", "started")
+
+    def __init__(self, receive: Receive, watch: _DisconnectWatch, idle_timeout: float) -> None:
+        self._receive = receive
+        self._watch = watch
+        self._idle_timeout = idle_timeout
+        self.started = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        return _body(self._receive, self._watch, self._idle_timeout)
 
 
 async def _body(

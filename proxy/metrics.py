@@ -84,6 +84,12 @@ class Metrics:
             ["route", "backend", "reason"],
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "strangler_fallbacks",
+            "Requests a failing backend left to the route's fallback.",
+            ["route", "backend", "fallback"],
+            registry=registry,
+        )
         self.weight = Gauge(
             "strangler_route_weight_ratio",
             "Configured share of a route's traffic (0 to 1).",
@@ -163,6 +169,7 @@ class BackendMetrics:
     answered: int = 0
     _counters: dict[tuple[str, int], Any] = field(default_factory=dict)
     _errors: dict[str, Any] = field(default_factory=dict)
+    _fallbacks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_legacy(self) -> bool:
@@ -189,8 +196,17 @@ class BackendMetrics:
             self._errors[reason] = child
         child.inc()
 
+    def fell_back(self, fallback: str) -> None:
+        child = self._fallbacks.get(fallback)
+        if child is None:
+            child = self.route.metrics.fallbacks.labels(self.route.name, self.name, fallback)
+            self._fallbacks[fallback] = child
+        child.inc()
+
     def remove(self) -> None:
         metrics, route = self.route.metrics, self.route.name
+        for fallback in self._fallbacks:
+            metrics.fallbacks.remove(route, self.name, fallback)
         for method, status in self._counters:
             metrics.requests.remove(route, self.name, self.kind, method_label(method), str(status))
         for reason in self._errors:

@@ -103,9 +103,7 @@ class Reloader:
         self._runtime.table = new  # the swap: requests from now on see the new table
         self._runtime.last_error = None
         self._metrics.table_loaded(new.loaded_at)
-        self._metrics.retire(
-            {route.name: {b.name for b, _ in route.backends} for route in new.router.routes}
-        )
+        self._metrics.retire({route.name: route.backend_names for route in new.router.routes})
         log.info(
             "%s: loaded version %s (was %s) on %s", self.path, new.version, old.version, trigger
         )

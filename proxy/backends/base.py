@@ -7,7 +7,7 @@ started, :class:`~proxy.errors.StreamAborted` after).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +27,7 @@ class ProxyRequest:
     #: The headers the backend sees (CONTRACT §2.7).
     headers: RawHeaders
     #: The request body as it arrives, or None when the request has none.
-    body: AsyncIterator[bytes] | None
+    body: AsyncIterable[bytes] | None
     request_id: str
     route: str
     #: API Gateway's name for the route: ``GET /products/{id}``, or ``ANY /auth``.

@@ -162,7 +162,9 @@ class HttpBackend:
         detail = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             # The request never reached the backend: unavailable, not slow.
-            return UpstreamUnavailable(f"backend {self.name!r} is unavailable", detail)
+            return UpstreamUnavailable(
+                f"backend {self.name!r} is unavailable", detail, never_sent=True
+            )
         if isinstance(exc, httpx.TimeoutException):
             return UpstreamTimeout(f"backend {self.name!r} did not answer in time", detail)
         if isinstance(exc, httpx.TransportError):

@@ -74,10 +74,19 @@ class CompiledRoute:
     #: ``ANY /products/{id}`` otherwise.
     route_key: str
     metrics: RouteMetrics
+    fallback: Backend | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def backend_names(self) -> set[str]:
+        """Every backend that may answer on this route: its split and its fallback."""
+        names = {backend.name for backend, _ in self.backends}
+        if self.fallback is not None:
+            names.add(self.fallback.name)
+        return names
 
     def condition_failure(self, method: str, host: str | None, headers: RawHeaders) -> str | None:
         """Why the route's conditions reject a request, or None when they accept it."""
@@ -186,6 +195,11 @@ def _compile_route(
     pattern = compile_pattern(match.path)
     conditions = (match.methods is not None) + (match.host is not None) + len(match.headers)
     weighted = tuple((backends[name], weight) for name, weight in route.split)
+    fallback = backends[route.fallback] if route.fallback is not None else None
+    # The fallback answers requests too, so it has its metric children even at weight 0.
+    bound = [(b.name, b.kind.value, w) for b, w in weighted]
+    if fallback is not None and all(b is not fallback for b, _ in weighted):
+        bound.append((fallback.name, fallback.kind.value, 0))
     methods = sorted(match.methods) if match.methods is not None else []
     method_key = methods[0] if len(methods) == 1 else "ANY"
     return CompiledRoute(
@@ -202,7 +216,8 @@ def _compile_route(
         sticky=_sticky_rule(route.sticky),
         precedence=(pattern.rank, -conditions, route.index),
         route_key=f"{method_key} {match.path}",
-        metrics=metrics.bind_route(route.name, [(b.name, b.kind.value, w) for b, w in weighted]),
+        metrics=metrics.bind_route(route.name, bound),
+        fallback=fallback,
     )
 
 

@@ -46,7 +46,7 @@ _TOP_KEYS = frozenset({"version", "backends", "routes"})
 _BACKEND_KEYS = frozenset(
     {"url", "function", "lambda", "kind", "timeout", "connect_timeout", "max_concurrency"}
 )
-_ROUTE_KEYS = frozenset({"name", "match", "backend", "split", "sticky"})
+_ROUTE_KEYS = frozenset({"name", "match", "backend", "split", "sticky", "fallback"})
 _MATCH_KEYS = frozenset({"path", "methods", "host", "headers"})
 _STICKY_KEYS = frozenset({"cookie", "header", "set"})
 
@@ -292,9 +292,20 @@ def _read_route(
         if "split" not in entries:
             reader.error(key_node, f"{where}.sticky: applies only to a route with a split")
         sticky = _read_sticky(reader, where, value_node)
+    fallback = None
+    if "fallback" in entries:
+        fallback_node = entries["fallback"][1]
+        fallback = reader.string(fallback_node, f"{where}.fallback")
+        if fallback is not None and fallback not in backends:
+            reader.error(
+                fallback_node, f"{where}.fallback: unknown backend {fallback!r}{_known(backends)}"
+            )
+            fallback = None
     if name is None or match is None or split is None:
         return None
-    return Route(name, match, split, "split" in entries, sticky, index, reader.location(node))
+    return Route(
+        name, match, split, "split" in entries, sticky, index, reader.location(node), fallback
+    )
 
 
 def _read_target(

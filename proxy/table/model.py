@@ -87,6 +87,8 @@ class Route:
     #: Position in the file, the last tie-breaker between equally specific routes.
     index: int
     location: Location
+    #: The backend that answers when the chosen one fails before responding (§2.5).
+    fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
                 {"name": "monolith", "kind": "legacy", "weight": 87.5},
             ],
             "sticky": {"cookie": "sid", "set": True},
+            "fallback": None,
             "line": 9,
         },
         {
@@ -77,6 +78,7 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
             "headers": {},
             "backends": [{"name": "monolith", "kind": "legacy", "weight": 100.0}],
             "sticky": None,
+            "fallback": None,
             "line": 6,
         },
     ]

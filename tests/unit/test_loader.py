@@ -276,6 +276,19 @@ BROKEN = {
             "t.yaml:7:75: routes[3] (r4).sticky.cookie: 'a b' is not a valid cookie name",
         ],
     ),
+    "fallback": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}}
+        routes:
+          - {name: r1, match: {path: /1}, backend: a, fallback: b}
+          - {name: r2, match: {path: /2}, backend: a, fallback: [a]}
+        """,
+        [
+            "t.yaml:4:57: routes[0] (r1).fallback: unknown backend 'b' (known: a)",
+            "t.yaml:5:57: routes[1] (r2).fallback: expected a string, got a list",
+        ],
+    ),
     "wrong shapes": (
         """\
         version: 1
