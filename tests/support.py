@@ -237,7 +237,8 @@ class RawUpstream:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+            # A generous line limit: tests send heads as large as the gateway accepts.
+            self._server = await asyncio.start_server(self._serve, LOOPBACK, 0, limit=1024 * 1024)
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
 

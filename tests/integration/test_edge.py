@@ -59,21 +59,43 @@ def test_smuggling_attempts_are_refused_by_the_parser(proxy_to: ProxyTo, case: s
     assert RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"ok"
 
 
+def many_headers(count: int) -> bytes:
+    """A request with ``count`` header fields, Host included."""
+    return (
+        b"GET / HTTP/1.1\r\nHost: gw\r\n"
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(count - 1))
+        + b"\r\n"
+    )
+
+
+def big_header(size: int) -> bytes:
+    """A request whose header names and values total ``size`` bytes."""
+    filler = size - len(b"hostgwx-big")
+    return b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * filler + b"\r\n\r\n"
+
+
+def target(length: int) -> bytes:
+    """A request whose path and query are ``length`` bytes."""
+    return b"GET /" + b"a" * (length - 1) + b" HTTP/1.1\r\nHost: gw\r\n\r\n"
+
+
+# Each case: the request at the limit (served) and one past it (refused).
 LIMITS = {
     "too many headers": (
-        b"GET / HTTP/1.1\r\nHost: gw\r\n"
-        + b"".join(b"X-H%d: 1\r\n" % i for i in range(100))
-        + b"\r\n",
+        many_headers(100),
+        many_headers(101),
         431,
         {"error": "headers_too_large", "message": "more than 100 header fields"},
     ),
     "headers too large": (
-        b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n",
+        big_header(65536),
+        big_header(65537),
         431,
         {"error": "headers_too_large", "message": "header fields larger than 65536 bytes"},
     ),
     "request target too long": (
-        b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\nHost: gw\r\n\r\n",
+        target(8192),
+        target(8193),
         414,
         {"error": "uri_too_long", "message": "the request target is longer than 8192 bytes"},
     ),
@@ -82,16 +104,17 @@ LIMITS = {
 
 @pytest.mark.parametrize("case", list(LIMITS), ids=list(LIMITS))
 def test_limits_are_enforced_before_forwarding(proxy_to: ProxyTo, case: str) -> None:
-    data, status, body = LIMITS[case]
+    at_limit, past_limit, status, body = LIMITS[case]
     upstream, port = proxy_to(answer(response(body=b"ok")))
     client = RawClient(port)
-    reply = client.request(data)
+    reply = client.request(past_limit)
     assert reply.status == status
     parsed = json.loads(reply.body)
     assert {k: parsed[k] for k in ("error", "message")} == body
     assert upstream.requests == []
-    # Just under each limit passes.
-    assert client.request(b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n").status == 200
+    # Exactly at the limit is still served, on the same connection.
+    assert client.request(at_limit).status == 200
+    assert len(upstream.requests) == 1
 
 
 def test_bytes_past_a_response_never_reach_the_next_request(proxy_to: ProxyTo) -> None:

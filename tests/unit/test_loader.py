@@ -48,7 +48,6 @@ def test_good_table_is_read_into_the_model() -> None:
     assert catalog.url == "http://127.0.0.1:9000/v1"
     everything, route = table.routes
     assert everything.split == (("monolith", 10_000),)
-    assert not everything.is_split
     assert route.split == (("catalog", 3333), ("monolith", 6667))
     assert route.match.methods == frozenset({"GET", "HEAD"})
     assert route.match.host == "*.example.com"
