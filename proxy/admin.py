@@ -5,7 +5,6 @@ It reads the same live snapshot as the gateway and never changes it.
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +16,7 @@ from starlette.routing import Route
 
 from proxy.admin_page import render_page
 from proxy.metrics import Metrics
-from proxy.migration import migration_report
+from proxy.migration import iso_time, migration_report
 from proxy.reloader import Reloader, problem_json
 from proxy.runtime import Runtime
 from proxy.table.compile import CompiledTable
@@ -57,7 +56,7 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
             {
                 "version": result.version,
                 "changed": result.changed,
-                "loaded_at": describe_table(runtime.table)["loaded_at"],
+                "loaded_at": iso_time(runtime.table.loaded_at),
             }
         )
 
@@ -86,11 +85,10 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
 
 def describe_table(table: CompiledTable) -> dict[str, Any]:
     """The active table as JSON: routes in the order they are tried, and the backends."""
-    loaded = datetime.datetime.fromtimestamp(table.loaded_at, datetime.UTC)
     return {
         "version": table.version,
         "source": table.model.source,
-        "loaded_at": loaded.isoformat().replace("+00:00", "Z"),
+        "loaded_at": iso_time(table.loaded_at),
         "routes": [
             {
                 "name": route.name,

@@ -23,11 +23,9 @@ from proxy.offline import explain_request, load_compiled, summarise
 from proxy.routetests import run_route_tests
 from proxy.server import Drain, Listener, ServerGroup
 from proxy.settings import (
-    DEFAULT_ADMIN_HOST,
     DEFAULT_ADMIN_PORT,
     DEFAULT_CONFIG,
     DEFAULT_HOST,
-    DEFAULT_PORT,
     LOG_LEVELS,
     Limits,
     Settings,
@@ -111,94 +109,91 @@ def _config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _env_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: type[int] | type[float] | type[str],
+    default: object,
+    help: str,
+    metavar: str | None = None,
+) -> None:
+    """A flag whose default comes from ``STRANGLER_<FLAG>``, else from ``default``."""
+    env = flag.lstrip("-").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        type=kind,
+        default=kind(env_default(env, str(default))),
+        metavar=metavar,
+        help=f"{help} (STRANGLER_{env}, default {'%(default)s' if default != '' else 'none'})",
+    )
+
+
 def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
+    defaults, limits = Settings(), Limits()
     parser.add_argument(
         "--host", default=default_host, help="public address (STRANGLER_HOST, default %(default)s)"
     )
+    _env_flag(parser, "--port", int, defaults.port, "public port")
+    _env_flag(parser, "--admin-host", str, defaults.admin_host, "admin address")
+    _env_flag(parser, "--admin-port", int, defaults.admin_port, "admin port")
+    _env_flag(parser, "--workers", int, defaults.workers, "worker processes")
     parser.add_argument(
-        "--port",
-        type=int,
-        default=int(env_default("PORT", str(DEFAULT_PORT))),
-        help="public port (STRANGLER_PORT, default %(default)s)",
+        "--log-level", choices=LOG_LEVELS, default=env_default("LOG_LEVEL", defaults.log_level)
     )
-    parser.add_argument(
-        "--admin-host",
-        default=env_default("ADMIN_HOST", DEFAULT_ADMIN_HOST),
-        help="admin address (STRANGLER_ADMIN_HOST, default %(default)s)",
-    )
-    parser.add_argument(
-        "--admin-port",
-        type=int,
-        default=int(env_default("ADMIN_PORT", str(DEFAULT_ADMIN_PORT))),
-        help="admin port (STRANGLER_ADMIN_PORT, default %(default)s)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(env_default("WORKERS", "1")),
-        help="worker processes (STRANGLER_WORKERS, default %(default)s)",
-    )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=env_default("LOG_LEVEL", "info"))
     parser.add_argument(
         "--no-watch", action="store_true", help="do not watch the routing table for changes"
     )
-    parser.add_argument(
+    _env_flag(
+        parser,
         "--trusted-proxies",
-        default=env_default("TRUSTED_PROXIES", ""),
-        metavar="CIDR,...",
-        help="peers whose X-Forwarded-For/-Proto/-Host and Forwarded headers are believed "
-        "(STRANGLER_TRUSTED_PROXIES, default none)",
+        str,
+        "",
+        "comma-separated CIDR blocks whose "
+        "X-Forwarded-For/-Proto/-Host and Forwarded headers are believed",
+        "CIDR,...",
     )
-    parser.add_argument(
-        "--max-uri-bytes",
-        type=int,
-        default=int(env_default("MAX_URI_BYTES", str(Limits().max_uri_bytes))),
-        help="longest path and query; 414 beyond (STRANGLER_MAX_URI_BYTES, default %(default)s)",
+    _env_flag(
+        parser, "--max-uri-bytes", int, limits.max_uri_bytes, "longest path and query; 414 beyond"
     )
-    parser.add_argument(
-        "--max-headers",
-        type=int,
-        default=int(env_default("MAX_HEADERS", str(Limits().max_headers))),
-        help="most header fields; 431 beyond (STRANGLER_MAX_HEADERS, default %(default)s)",
-    )
-    parser.add_argument(
+    _env_flag(parser, "--max-headers", int, limits.max_headers, "most header fields; 431 beyond")
+    _env_flag(
+        parser,
         "--max-header-bytes",
-        type=int,
-        default=int(env_default("MAX_HEADER_BYTES", str(Limits().max_header_bytes))),
-        help="largest total of header names and values; 431 beyond "
-        "(STRANGLER_MAX_HEADER_BYTES, default %(default)s)",
+        int,
+        limits.max_header_bytes,
+        "largest total of header names and values; 431 beyond",
     )
-    parser.add_argument(
+    _env_flag(
+        parser,
         "--body-idle-timeout",
-        type=float,
-        default=float(env_default("BODY_IDLE_TIMEOUT", str(Limits().body_idle_timeout))),
-        metavar="SECONDS",
-        help="longest pause inside a request body; 408 beyond "
-        "(STRANGLER_BODY_IDLE_TIMEOUT, default %(default)g)",
+        float,
+        limits.body_idle_timeout,
+        "longest pause inside a request body; 408 beyond",
+        "SECONDS",
     )
-    parser.add_argument(
+    _env_flag(
+        parser,
         "--head-timeout",
-        type=float,
-        default=float(env_default("HEAD_TIMEOUT", "10")),
-        metavar="SECONDS",
-        help="time a client has to send a request's line and headers; 408 beyond "
-        "(STRANGLER_HEAD_TIMEOUT, default %(default)g)",
+        float,
+        defaults.head_timeout,
+        "time a client has to send a request's line and headers; 408 beyond",
+        "SECONDS",
     )
-    parser.add_argument(
+    _env_flag(
+        parser,
         "--shutdown-grace",
-        type=float,
-        default=float(env_default("SHUTDOWN_GRACE", "5")),
-        metavar="SECONDS",
-        help="after SIGTERM, keep serving new requests this long while /readyz says 503 "
-        "(STRANGLER_SHUTDOWN_GRACE, default %(default)g)",
+        float,
+        defaults.shutdown_grace,
+        "after SIGTERM, keep serving new requests this long while /readyz says 503",
+        "SECONDS",
     )
-    parser.add_argument(
+    _env_flag(
+        parser,
         "--drain-timeout",
-        type=float,
-        default=float(env_default("DRAIN_TIMEOUT", "30")),
-        metavar="SECONDS",
-        help="then give requests in flight at most this long "
-        "(STRANGLER_DRAIN_TIMEOUT, default %(default)g)",
+        float,
+        defaults.drain_timeout,
+        "then give requests in flight at most this long",
+        "SECONDS",
     )
 
 

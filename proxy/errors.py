@@ -72,10 +72,6 @@ class Overloaded(GatewayError):
     never_sent = True
 
 
-class Draining(GatewayError):
-    status, code = 503, "draining"
-
-
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
 

@@ -29,7 +29,7 @@ from proxy.errors import (
     UriTooLong,
     send_error,
 )
-from proxy.headers import cookie_value, header_value, read_head, upstream_request_headers
+from proxy.headers import read_head, upstream_request_headers
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
@@ -151,16 +151,12 @@ class Gateway:
         sticky = route.sticky
         if sticky is None:
             return route.split.pick(self._rng)
-        if sticky.cookie is not None:
-            key = cookie_value(headers, sticky.cookie)
-            if key is None and sticky.set_cookie:
-                key = uuid.uuid4().hex
-                exchange.extra_headers.append(
-                    (b"set-cookie", sticky.cookie + b"=" + key.encode() + STICKY_COOKIE)
-                )
-        else:
-            assert sticky.header is not None
-            key = header_value(headers, sticky.header)
+        key = sticky.key(headers)
+        if key is None and sticky.set_cookie and sticky.cookie is not None:
+            key = uuid.uuid4().hex
+            exchange.extra_headers.append(
+                (b"set-cookie", sticky.cookie + b"=" + key.encode() + STICKY_COOKIE)
+            )
         if key is None:
             return route.split.pick(self._rng)
         return route.split.pick_for_key(key)

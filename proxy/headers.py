@@ -34,6 +34,8 @@ _REPLACED = frozenset(
 # The gateway answers "Expect: 100-continue" itself (the server sends the 100 when the body is
 # first read), so passing it on would make the backend send a second interim response.
 _REQUEST_DROP = HOP_BY_HOP | _REPLACED | {b"expect"}
+# From a peer that is not a trusted proxy, Forwarded is a claim like X-Forwarded-For.
+_UNTRUSTED_DROP = _REQUEST_DROP | {b"forwarded"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}\Z")
@@ -92,9 +94,9 @@ def upstream_request_headers(
     http_version: str,
 ) -> RawHeaders:
     """The request's headers as a backend sees them."""
-    drop = _REQUEST_DROP | head.connection_tokens if head.connection_tokens else _REQUEST_DROP
-    if not forwarding.trusted:
-        drop = drop | {b"forwarded"}  # a claim only a trusted proxy may make
+    drop = _REQUEST_DROP if forwarding.trusted else _UNTRUSTED_DROP
+    if head.connection_tokens:
+        drop = drop | head.connection_tokens
     # Names with underscores are dropped, as NGINX does by default: CGI-style backends map
     # "_" and "-" to the same variable, so X_Forwarded_For could pose as X-Forwarded-For.
     out = [(name, value) for name, value in headers if name not in drop and b"_" not in name]

@@ -16,11 +16,14 @@ from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Kind
 
 
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
+def iso_time(timestamp: float) -> str:
+    """A Unix time as the admin API writes times: ``2026-11-27T06:31:57Z``."""
     moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else iso_time(timestamp)
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from proxy import __version__
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
-from proxy.headers import cookie_value, header_value
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import Metrics
 from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
@@ -107,13 +106,7 @@ def _sticky_lines(route: CompiledRoute, headers: list[tuple[bytes, bytes]]) -> l
     sticky = route.sticky
     if sticky is None:
         return []
-    if sticky.cookie is not None:
-        source = f"cookie {sticky.cookie.decode()}"
-        key = cookie_value(headers, sticky.cookie)
-    else:
-        assert sticky.header is not None
-        source = f"header {sticky.header.decode()}"
-        key = header_value(headers, sticky.header)
+    source, key = sticky.source, sticky.key(headers)
     if key is not None:
         landing = route.split.pick_for_key(key)
         return [f"sticky    on {source}: key {key!r} lands on {landing.name}"]

@@ -17,8 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-#: Seconds a client has to send a request's line and headers.
-DEFAULT_HEAD_TIMEOUT = 10.0
+from proxy.settings import DEFAULT_HEAD_TIMEOUT
 
 
 def _timeout_response() -> bytes:

@@ -11,7 +11,6 @@ closed once the last request on the old table has finished.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ import watchfiles
 
 from proxy.backends.base import Backend
 from proxy.metrics import Metrics
+from proxy.migration import iso_time
 from proxy.runtime import Runtime
 from proxy.table import model
 from proxy.table.compile import CompiledTable, compile_table
@@ -128,7 +128,7 @@ class Reloader:
         self._rejected_version, self._rejected_problems = version, problems
         self._metrics.table_rejected()
         self._runtime.last_error = {
-            "at": _iso(time.time()),
+            "at": iso_time(time.time()),
             "trigger": trigger,
             "errors": [problem_json(p) for p in problems],
         }
@@ -170,8 +170,3 @@ class Reloader:
     async def aclose(self) -> None:
         for task in list(self._closing):
             await task
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import yaml
 from yaml.nodes import Node
 
-from proxy.headers import cookie_value, header_value
+from proxy.headers import header_value
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.table.compile import CompiledRoute, CompiledTable
 from proxy.table.loader import MAX_TABLE_BYTES, TableError
@@ -114,12 +114,7 @@ def _backend(route: CompiledRoute, headers: list[tuple[bytes, bytes]]) -> str:
     live = [backend.name for backend, weight in route.backends if weight > 0]
     if len(live) == 1:
         return live[0]
-    sticky = route.sticky
-    key = None
-    if sticky is not None and sticky.cookie is not None:
-        key = cookie_value(headers, sticky.cookie)
-    elif sticky is not None and sticky.header is not None:
-        key = header_value(headers, sticky.header)
+    key = route.sticky.key(headers) if route.sticky is not None else None
     if key is None:
         return f"one of {', '.join(live)} at random (send the sticky key to pin it)"
     return route.split.pick_for_key(key).name

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from proxy.asgi import ASGIApp
-from proxy.protocol import DEFAULT_HEAD_TIMEOUT, guarded_protocol
+from proxy.protocol import guarded_protocol
+from proxy.settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 log = logging.getLogger("strangler")
 
@@ -30,8 +31,8 @@ class Drain:
     accepted (load balancers notice a failing readiness check late), then at most
     ``timeout`` seconds for requests in flight, streams included, before they are cut."""
 
-    grace: float = 5.0
-    timeout: float = 30.0
+    grace: float = DEFAULT_SHUTDOWN_GRACE
+    timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 class _Server(uvicorn.Server):

@@ -14,6 +14,9 @@ DEFAULT_PORT = 8080
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+DEFAULT_HEAD_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +30,13 @@ class Settings:
     log_level: str = "info"
     watch: bool = True
     #: Seconds new requests are still served after SIGTERM, then seconds in-flight ones get.
-    shutdown_grace: float = 5.0
-    drain_timeout: float = 30.0
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     #: Peers whose X-Forwarded-* and Forwarded headers are believed (CIDR blocks).
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=lambda: Limits())
     #: Seconds a client has to send a request's line and headers (408 beyond).
-    head_timeout: float = 10.0
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

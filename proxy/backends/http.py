@@ -184,8 +184,12 @@ def _query_text(query: bytes) -> str:
 def _ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
     """Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 calls it a possible response
     splitting attempt, to be handled as an error rather than guessed at."""
-    names = {name.lower() for name, _ in headers}
-    return b"content-length" in names and b"transfer-encoding" in names
+    length = encoding = False
+    for name, _ in headers:
+        lowered = name.lower()
+        length = length or lowered == b"content-length"
+        encoding = encoding or lowered == b"transfer-encoding"
+    return length and encoding
 
 
 async def _discard_if_overrun(response: httpx.Response) -> bool:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
+from proxy.headers import cookie_value, header_value
 from proxy.matching import Pattern, compile_pattern, host_matches
 from proxy.metrics import Metrics, RouteMetrics
 from proxy.splitting import Choice, Split
@@ -55,6 +56,19 @@ class StickyRule:
     cookie: bytes | None
     header: bytes | None
     set_cookie: bool
+
+    @property
+    def source(self) -> str:
+        """Where the key is read, as a person would say it."""
+        if self.cookie is not None:
+            return f"cookie {self.cookie.decode()}"
+        return f"header {(self.header or b'').decode()}"
+
+    def key(self, headers: RawHeaders) -> str | None:
+        """The request's sticky key, or None when it carries none."""
+        if self.cookie is not None:
+            return cookie_value(headers, self.cookie)
+        return header_value(headers, self.header) if self.header is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,9 +303,7 @@ def _read_route(
             fallback = None
     if name is None or match is None or split is None:
         return None
-    return Route(
-        name, match, split, "split" in entries, sticky, index, reader.location(node), fallback
-    )
+    return Route(name, match, split, sticky, index, reader.location(node), fallback)
 
 
 def _read_target(

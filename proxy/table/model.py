@@ -81,8 +81,6 @@ class Route:
     match: Match
     #: (backend name, weight in basis points); a plain ``backend:`` is one entry of 10_000.
     split: tuple[tuple[str, int], ...]
-    #: True when the file used ``split:`` (kept so `explain` can say what the user wrote).
-    is_split: bool
     sticky: Sticky | None
     #: Position in the file, the last tie-breaker between equally specific routes.
     index: int
