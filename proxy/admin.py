@@ -5,6 +5,7 @@ It reads the same live snapshot as the gateway and never changes it.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,12 +16,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from proxy.admin_page import render_page
+from proxy.backends.guarded import GuardedBackend
 from proxy.metrics import Metrics
 from proxy.migration import iso_time, migration_report
 from proxy.reloader import Reloader, problem_json
 from proxy.runtime import Runtime
 from proxy.table.compile import CompiledTable
-from proxy.table.model import WEIGHT_SCALE, Backend, Sticky
+from proxy.table.model import WEIGHT_SCALE, Backend, Retries, Sticky
 
 
 def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Starlette:
@@ -68,7 +70,7 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
 
     async def page(request: Request) -> Response:
         report = migration_report(runtime.table, metrics)
-        return HTMLResponse(render_page(report, runtime.last_error))
+        return HTMLResponse(render_page(report, runtime.last_error, circuit_states(runtime.table)))
 
     return Starlette(
         routes=[
@@ -102,6 +104,8 @@ def describe_table(table: CompiledTable) -> dict[str, Any]:
                 ],
                 "sticky": _sticky(route.spec.sticky),
                 "fallback": route.fallback.name if route.fallback is not None else None,
+                "fallback_statuses": sorted(route.fallback_statuses),
+                "retries": _retries(route.retries),
                 "line": route.spec.location.line,
             }
             for route in table.router.routes
@@ -113,9 +117,43 @@ def describe_table(table: CompiledTable) -> dict[str, Any]:
                 "type": _target_type(spec),
                 "target": spec.url or spec.function or spec.lambda_url,
                 "timeout": spec.timeout,
+                "circuit_breaker": _circuit(table.backends[name]),
             }
             for name, spec in table.model.backends.items()
         ],
+    }
+
+
+def circuit_states(table: CompiledTable) -> dict[str, str]:
+    """The state of every backend's circuit breaker, for backends that have one."""
+    return {
+        name: backend.breaker.state.value
+        for name, backend in table.backends.items()
+        if isinstance(backend, GuardedBackend)
+    }
+
+
+def _circuit(backend: object) -> dict[str, Any] | None:
+    if not isinstance(backend, GuardedBackend):
+        return None
+    breaker = backend.breaker
+    requests, failures = breaker.window()
+    return {
+        "state": breaker.state.value,
+        **asdict(breaker.spec),
+        "window_requests": requests,
+        "window_failures": failures,
+    }
+
+
+def _retries(retries: Retries | None) -> dict[str, Any] | None:
+    if retries is None:
+        return None
+    return {
+        "attempts": retries.attempts,
+        "retry_on": sorted(retries.on),
+        "statuses": sorted(retries.statuses),
+        "budget": {"ratio": retries.budget_ratio, "min_per_second": retries.budget_min_per_second},
     }
 
 

@@ -24,6 +24,8 @@ th { font-weight: 600; color: #5b6475; font-size: .85rem; }
 .bar span { display: block; height: 100%; }
 .legacy { background: #c2410c; }
 .new { background: #15803d; }
+.circuit-closed { color: #15803d; } .circuit-open { color: #b91c1c; font-weight: 600; }
+.circuit-half_open { color: #b45309; }
 .label { font-size: .8rem; color: #5b6475; }
 .progress .bar { width: 32rem; height: 1.6rem; }
 .none { color: #8a93a5; font-style: italic; }
@@ -68,7 +70,22 @@ def _error_block(error: dict[str, Any] | None) -> str:
     )
 
 
-def render_page(report: dict[str, Any], last_error: dict[str, Any] | None = None) -> str:
+def _circuits_block(circuits: dict[str, str]) -> str:
+    if not circuits:
+        return ""
+    items = "".join(
+        f"<li data-backend='{escape(name)}' data-state='{state}'><code>{escape(name)}</code> "
+        f"<span class='circuit-{state}'>{state.replace('_', '-')}</span></li>"
+        for name, state in circuits.items()
+    )
+    return f'<h2>Circuit breakers</h2><ul id="circuits">{items}</ul>'
+
+
+def render_page(
+    report: dict[str, Any],
+    last_error: dict[str, Any] | None = None,
+    circuits: dict[str, str] | None = None,
+) -> str:
     totals = report["totals"]
     rows = []
     for route in report["routes"]:
@@ -102,5 +119,6 @@ def render_page(report: dict[str, Any], last_error: dict[str, Any] | None = None
 <tbody>
 {"".join(rows)}
 </tbody></table>
+{_circuits_block(circuits or {})}
 </body></html>
 """

@@ -79,7 +79,7 @@ def create_app(
     :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
     client = new_client(transport)
     metrics = Metrics(__version__)
-    make_backend = backend_factory(client)
+    make_backend = backend_factory(client, metrics)
     table = compile_table(load_table(settings.config), make_backend, metrics)
     metrics.table_loaded(table.loaded_at)
     runtime = Runtime(table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from proxy.asgi import Send
+from proxy.asgi import Message, Send
 
 
 class GatewayError(Exception):
@@ -19,6 +19,9 @@ class GatewayError(Exception):
     #: True when the request provably never reached the backend (a refused connect, a local
     #: limit), so that even a non-idempotent request may be served by a fallback.
     never_sent = False
+    #: True for failures that speak of the backend's health (a circuit breaker counts them),
+    #: False for the gateway's own refusals and the client's mistakes.
+    backend_failure = False
 
     def __init__(
         self, message: str, detail: str | None = None, *, never_sent: bool | None = None
@@ -57,14 +60,17 @@ class HeadersTooLarge(GatewayError):
 
 class UpstreamUnavailable(GatewayError):
     status, code = 502, "upstream_unavailable"
+    backend_failure = True
 
 
 class FunctionError(GatewayError):
     status, code = 502, "function_error"
+    backend_failure = True
 
 
 class BadFunctionResponse(GatewayError):
     status, code = 502, "bad_function_response"
+    backend_failure = True
 
 
 class Overloaded(GatewayError):
@@ -72,8 +78,32 @@ class Overloaded(GatewayError):
     never_sent = True
 
 
+class CircuitOpen(GatewayError):
+    status, code = 503, "circuit_open"
+    never_sent = True
+
+
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
+    backend_failure = True
+
+
+class UpstreamStatus(GatewayError):
+    """A complete upstream response whose status the route lists as a failure (``retries`` or
+    ``fallback`` ``statuses``), held back from the client. When no other attempt is made, the
+    held response is what the client gets, unchanged."""
+
+    code = "upstream_status"
+    backend_failure = True
+
+    def __init__(self, status: int, messages: list[Message]) -> None:
+        super().__init__(f"the backend answered {status}")
+        self.status = status
+        self.messages = messages
+
+    async def replay(self, send: Send) -> None:
+        for message in self.messages:
+            await send(message)
 
 
 class StreamAborted(Exception):

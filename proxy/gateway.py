@@ -26,6 +26,9 @@ from proxy.errors import (
     NoRoute,
     RequestTimeout,
     StreamAborted,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
     UriTooLong,
     send_error,
 )
@@ -34,6 +37,7 @@ from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
 from proxy.settings import Limits
+from proxy.table import model
 from proxy.table.compile import CompiledRoute, CompiledTable
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
@@ -139,7 +143,7 @@ class Gateway:
         answered = [route_metrics.backends[backend.name]]
         route_metrics.in_flight.inc()
         try:
-            await _forward(backend, route, request, exchange, watch, answered)
+            await _forward(backend, route, request, exchange, watch, answered, self._rng)
         finally:
             route_metrics.in_flight.dec()
             answered[-1].count(
@@ -162,28 +166,16 @@ class Gateway:
         return route.split.pick_for_key(key)
 
 
-#: Methods a fallback may repeat whatever happened to the first attempt (RFC 9110 §9.2.2).
+#: Methods that may be sent again whatever happened to the first attempt (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-def _may_fall_back(
-    route: CompiledRoute,
-    backend: Backend,
-    request: ProxyRequest,
-    exchange: _Exchange,
-    error: GatewayError,
-) -> Backend | None:
-    """The route's fallback when it may answer instead: nothing has reached the client, the
-    request body (if any) was not consumed, and the method is idempotent or the request
-    provably never reached the failing backend."""
-    fallback = route.fallback
-    if fallback is None or fallback is backend or exchange.started:
-        return None
-    if isinstance(request.body, _Body) and request.body.started:
-        return None
-    if request.method in IDEMPOTENT or error.never_sent:
-        return fallback
-    return None
+#: A response held back while deciding whether to try elsewhere (its status is listed in
+#: ``statuses``) must fit in this; a larger one goes to the client as it is.
+HELD_RESPONSE_LIMIT = 64 * 1024
+#: Retries wait a random time up to this, doubling per retry up to the cap (full jitter, as
+#: Envoy's defaults): an immediate retry mostly meets the same failure.
+RETRY_BACKOFF = 0.025
+RETRY_BACKOFF_MAX = 0.25
+_NOTHING: frozenset[int] = frozenset()
 
 
 async def _forward(
@@ -193,47 +185,149 @@ async def _forward(
     exchange: _Exchange,
     watch: _DisconnectWatch,
     answered: list[BackendMetrics],
+    rng: random.Random,
 ) -> None:
-    """Forward to ``backend`` (or its route's fallback); ``answered`` ends with the metrics of
-    the backend that answered."""
-    metrics = answered[-1]
-    where = f"route={request.route} backend={backend.name} request_id={request.request_id}"
+    """Forward to ``backend`` (with the route's retries and fallback); ``answered`` ends with
+    the metrics of the backend that answered."""
     try:
-        try:
-            await backend.handle(request, exchange.send)
-        except GatewayError as exc:
-            fallback = _may_fall_back(route, backend, request, exchange, exc)
-            if fallback is None:
-                raise
-            log.warning(
-                "%s %s: %s; the fallback %s answers", where, exc.code, exc.detail, fallback.name
-            )
-            _count_error(metrics, exc)
-            metrics.fell_back(fallback.name)
-            metrics = route.metrics.backends[fallback.name]
-            answered.append(metrics)
-            where = f"route={request.route} backend={fallback.name} request_id={request.request_id}"
-            await fallback.handle(request, exchange.send)
+        await _attempts(backend, route, request, exchange, answered, rng)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if watch.fired and task is not None and task.uncancel() == 0:
+            where = _where(request, answered)
             log.info("%s client disconnected; upstream request abandoned", where)
             return
         raise
     except ClientDisconnected:
-        log.info("%s client disconnected while sending its body", where)
+        log.info("%s client disconnected while sending its body", _where(request, answered))
     except StreamAborted as exc:
         # Returning without completing the response makes the server close the connection,
         # so the client sees a truncated response rather than a complete-looking one.
-        log.warning("%s response aborted: %s", where, exc)
-        metrics.error(ABORTED)
+        log.warning("%s response aborted: %s", _where(request, answered), exc)
+        answered[-1].error(ABORTED)
     except GatewayError as exc:
-        log.warning("%s %s: %s", where, exc.code, exc.detail)
-        _count_error(metrics, exc)
+        log.warning("%s %s: %s", _where(request, answered), exc.code, exc.detail)
+        _count_error(answered[-1], exc)
         if not exchange.started:
             await send_error(exchange.send, exc, request.request_id)
     finally:
         watch.stop()
+
+
+async def _attempts(
+    backend: Backend,
+    route: CompiledRoute,
+    request: ProxyRequest,
+    exchange: _Exchange,
+    answered: list[BackendMetrics],
+    rng: random.Random,
+) -> None:
+    """Try ``backend``; after a failure, before anything reached the client, try it again as
+    the route's ``retries`` and its budget allow, then the route's ``fallback`` once."""
+    retries, budget = route.retries, route.budget
+    if budget is not None:
+        budget.request()
+    retried = 0
+    on_fallback = False
+    while True:
+        held = _held_statuses(route, backend, request, retried, on_fallback)
+        try:
+            send = _Holding(exchange.send, held).send if held else exchange.send
+            await backend.handle(request, send)
+            return
+        except GatewayError as exc:
+            if exchange.started or _body_spent(request):
+                raise
+            metrics = answered[-1]
+            reason = None
+            if retries is not None and not on_fallback and retried < retries.attempts:
+                reason = _retry_reason(retries, request.method, exc)
+            if reason is not None and budget is not None:
+                if budget.try_retry():
+                    log.info("%s %s: %s; retrying", _where(request, answered), exc.code, exc.detail)
+                    _count_error(metrics, exc)
+                    metrics.retried(reason)
+                    retried += 1
+                    cap = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2 ** (retried - 1))
+                    await asyncio.sleep(rng.uniform(0, cap))
+                    continue
+                route.metrics.budget_exhausted()
+            fallback = None if on_fallback else _may_fall_back(route, backend, request, exc)
+            if fallback is None:
+                if isinstance(exc, UpstreamStatus):
+                    # Nowhere else to go: the client gets the backend's own answer.
+                    await exc.replay(exchange.send)
+                    return
+                raise
+            log.warning(
+                "%s %s: %s; the fallback %s answers",
+                _where(request, answered),
+                exc.code,
+                exc.detail,
+                fallback.name,
+            )
+            _count_error(metrics, exc)
+            metrics.fell_back(fallback.name)
+            answered.append(route.metrics.backends[fallback.name])
+            backend, on_fallback = fallback, True
+
+
+def _held_statuses(
+    route: CompiledRoute, backend: Backend, request: ProxyRequest, retried: int, on_fallback: bool
+) -> frozenset[int]:
+    """The upstream statuses that would send this attempt's request elsewhere, so its response
+    is held back: only for an idempotent request without a body (a body is spent once sent),
+    and never on the fallback, the last resort."""
+    if on_fallback or request.body is not None or request.method not in IDEMPOTENT:
+        return _NOTHING
+    statuses = _NOTHING
+    if route.fallback is not None and route.fallback is not backend:
+        statuses = route.fallback_statuses
+    retries = route.retries
+    if retries is not None and retried < retries.attempts and retries.statuses:
+        statuses = statuses | retries.statuses
+    return statuses
+
+
+def _retry_reason(retries: model.Retries, method: str, error: GatewayError) -> str | None:
+    """The ``retries.retry_on`` condition ``error`` meets, or None when it may not be retried:
+    only a connection that was never made is retried for any method; a reset, a timeout or a
+    listed status only for idempotent ones (the backend may have acted on the request)."""
+    if isinstance(error, UpstreamUnavailable) and error.never_sent:
+        return "connect_failure" if "connect_failure" in retries.on else None
+    if method not in IDEMPOTENT:
+        return None
+    if isinstance(error, UpstreamStatus):
+        return "status" if error.status in retries.statuses else None
+    if isinstance(error, UpstreamUnavailable):
+        return "reset" if "reset" in retries.on else None
+    if isinstance(error, UpstreamTimeout):
+        return "timeout" if "timeout" in retries.on else None
+    return None
+
+
+def _may_fall_back(
+    route: CompiledRoute, backend: Backend, request: ProxyRequest, error: GatewayError
+) -> Backend | None:
+    """The route's fallback when it may answer instead: the method is idempotent or the
+    request provably never reached the failing backend; a status only when listed."""
+    fallback = route.fallback
+    if fallback is None or fallback is backend:
+        return None
+    if isinstance(error, UpstreamStatus):
+        return fallback if error.status in route.fallback_statuses else None
+    if request.method in IDEMPOTENT or error.never_sent:
+        return fallback
+    return None
+
+
+def _body_spent(request: ProxyRequest) -> bool:
+    """Whether the request body has started to be read (then it cannot be sent again)."""
+    return isinstance(request.body, _Body) and request.body.started
+
+
+def _where(request: ProxyRequest, answered: list[BackendMetrics]) -> str:
+    return f"route={request.route} backend={answered[-1].name} request_id={request.request_id}"
 
 
 def _count_error(metrics: BackendMetrics, error: GatewayError) -> None:
@@ -264,6 +358,38 @@ class _Exchange:
                 message["headers"] = [*message["headers"], *self.extra_headers]
         elif not message.get("more_body", False):
             self.complete = True
+        await self._send(message)
+
+
+class _Holding:
+    """Holds back a response whose status is in ``statuses`` until it is complete, then raises
+    :class:`~proxy.errors.UpstreamStatus` with it, so that the gateway may still try elsewhere;
+    a response too large to hold is let through after all."""
+
+    __slots__ = ("_messages", "_send", "_size", "_statuses")
+
+    def __init__(self, send: Send, statuses: frozenset[int]) -> None:
+        self._send = send
+        self._statuses = statuses
+        self._messages: list[Message] | None = None
+        self._size = 0
+
+    async def send(self, message: Message) -> None:
+        messages = self._messages
+        if message["type"] == "http.response.start":
+            if message["status"] in self._statuses:
+                self._messages = [message]
+                return
+        elif messages is not None:
+            messages.append(message)
+            if not message.get("more_body", False):
+                raise UpstreamStatus(messages[0]["status"], messages)
+            self._size += len(message.get("body", b""))
+            if self._size > HELD_RESPONSE_LIMIT:
+                self._messages = None
+                for held in messages:
+                    await self._send(held)
+            return
         await self._send(message)
 
 

@@ -42,8 +42,11 @@ ERROR_REASONS = {
     "function_error": "function_error",
     "bad_function_response": "bad_response",
     "overloaded": "overloaded",
+    "circuit_open": "circuit_open",
+    "upstream_status": "status",
 }
 ABORTED = "aborted"
+BREAKER_STATES = ("closed", "open", "half_open")
 
 
 def method_label(method: str) -> str:
@@ -90,6 +93,26 @@ class Metrics:
             ["route", "backend", "fallback"],
             registry=registry,
         )
+        self.retries = Counter(
+            "strangler_retries",
+            "Further attempts at a request on the same backend, by the failure that caused them.",
+            ["route", "backend", "reason"],
+            registry=registry,
+        )
+        self.retry_budget_exhausted = Counter(
+            "strangler_retry_budget_exhausted",
+            "Retries not made because the route's retry budget was spent.",
+            ["route"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "strangler_circuit_breaker_state",
+            "1 for the state a backend's circuit breaker is in (closed, open, half_open).",
+            ["backend", "state"],
+            registry=registry,
+        )
+        #: Backend name -> the breaker whose state the gauge shows (the newest to report).
+        self._breakers: dict[str, object] = {}
         self.weight = Gauge(
             "strangler_route_weight_ratio",
             "Configured share of a route's traffic (0 to 1).",
@@ -148,6 +171,19 @@ class Metrics:
         self.reloads.labels("failure").inc()
         self.last_reload_ok.set(0)
 
+    def breaker_changed(self, backend: str, owner: object, state: str) -> None:
+        """Publish ``owner``'s new state as the backend's."""
+        self._breakers[backend] = owner
+        for name in BREAKER_STATES:
+            self.breaker_state.labels(backend, name).set(1 if name == state else 0)
+
+    def breaker_removed(self, backend: str, owner: object) -> None:
+        """Remove the backend's breaker series, unless a newer breaker has taken them over."""
+        if self._breakers.get(backend) is owner:
+            del self._breakers[backend]
+            for name in BREAKER_STATES:
+                self.breaker_state.remove(backend, name)
+
     def retire(self, keep: dict[str, set[str]]) -> None:
         """Remove every series of routes not in ``keep`` (route -> its backend names), and of
         backends a kept route no longer has."""
@@ -170,6 +206,7 @@ class BackendMetrics:
     _counters: dict[tuple[str, int], Any] = field(default_factory=dict)
     _errors: dict[str, Any] = field(default_factory=dict)
     _fallbacks: dict[str, Any] = field(default_factory=dict)
+    _retries: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_legacy(self) -> bool:
@@ -203,8 +240,17 @@ class BackendMetrics:
             self._fallbacks[fallback] = child
         child.inc()
 
+    def retried(self, reason: str) -> None:
+        child = self._retries.get(reason)
+        if child is None:
+            child = self.route.metrics.retries.labels(self.route.name, self.name, reason)
+            self._retries[reason] = child
+        child.inc()
+
     def remove(self) -> None:
         metrics, route = self.route.metrics, self.route.name
+        for reason in self._retries:
+            metrics.retries.remove(route, self.name, reason)
         for fallback in self._fallbacks:
             metrics.fallbacks.remove(route, self.name, fallback)
         for method, status in self._counters:
@@ -227,7 +273,13 @@ class RouteMetrics:
         #: route the monolith never served has none (rather than a misleading 1970).
         self.legacy_last_at: float | None = None
         self._legacy_last: Any = None
+        self._budget_exhausted: Any = None
         self.backends: dict[str, BackendMetrics] = {}
+
+    def budget_exhausted(self) -> None:
+        if self._budget_exhausted is None:
+            self._budget_exhausted = self.metrics.retry_budget_exhausted.labels(self.name)
+        self._budget_exhausted.inc()
 
     def legacy_served(self) -> None:
         self.legacy_last_at = time.time()
@@ -260,3 +312,5 @@ class RouteMetrics:
         self.metrics.in_flight.remove(self.name)
         if self._legacy_last is not None:
             self.metrics.legacy_last.remove(self.name)
+        if self._budget_exhausted is not None:
+            self.metrics.retry_budget_exhausted.remove(self.name)

@@ -20,7 +20,8 @@ from proxy.table.model import WEIGHT_SCALE
 
 def load_compiled(path: str) -> CompiledTable:
     """The compiled table at ``path`` (raises TableError); its backends hold no connections."""
-    return compile_table(load_table(path), backend_factory(new_client()), Metrics(__version__))
+    metrics = Metrics(__version__)
+    return compile_table(load_table(path), backend_factory(new_client(), metrics), metrics)
 
 
 def summarise(table: CompiledTable) -> str:

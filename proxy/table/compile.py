@@ -18,6 +18,7 @@ from proxy.backends.base import Backend
 from proxy.headers import cookie_value, header_value
 from proxy.matching import Pattern, compile_pattern, host_matches
 from proxy.metrics import Metrics, RouteMetrics
+from proxy.retrybudget import RetryBudget
 from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
@@ -89,6 +90,11 @@ class CompiledRoute:
     route_key: str
     metrics: RouteMetrics
     fallback: Backend | None = None
+    #: Upstream statuses after which the fallback answers instead.
+    fallback_statuses: frozenset[int] = frozenset()
+    retries: model.Retries | None = None
+    #: The route's own, when it retries.
+    budget: RetryBudget | None = None
 
     @property
     def name(self) -> str:
@@ -232,6 +238,13 @@ def _compile_route(
         route_key=f"{method_key} {match.path}",
         metrics=metrics.bind_route(route.name, bound),
         fallback=fallback,
+        fallback_statuses=route.fallback_statuses if fallback is not None else frozenset(),
+        retries=route.retries,
+        budget=(
+            RetryBudget(route.retries.budget_ratio, route.retries.budget_min_per_second)
+            if route.retries is not None
+            else None
+        ),
     )
 
 

@@ -31,6 +31,7 @@ from proxy.table.model import (
     Sticky,
     Table,
 )
+from proxy.table.resilience import read_circuit_breaker, read_fallback, read_retries
 from proxy.table.yamlnodes import NodeReader, Problem
 
 #: A routing table is small; a bigger file is a mistake or an attack on the parser.
@@ -44,9 +45,18 @@ _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[
 
 _TOP_KEYS = frozenset({"version", "backends", "routes"})
 _BACKEND_KEYS = frozenset(
-    {"url", "function", "lambda", "kind", "timeout", "connect_timeout", "max_concurrency"}
+    {
+        "url",
+        "function",
+        "lambda",
+        "kind",
+        "timeout",
+        "connect_timeout",
+        "max_concurrency",
+        "circuit_breaker",
+    }
 )
-_ROUTE_KEYS = frozenset({"name", "match", "backend", "split", "sticky", "fallback"})
+_ROUTE_KEYS = frozenset({"name", "match", "backend", "split", "sticky", "fallback", "retries"})
 _MATCH_KEYS = frozenset({"path", "methods", "host", "headers"})
 _STICKY_KEYS = frozenset({"cookie", "header", "set"})
 
@@ -190,6 +200,9 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
     if "max_concurrency" in entries:
         value_node = entries["max_concurrency"][1]
         concurrency = reader.integer(value_node, f"{where}.max_concurrency", 1, 100_000)
+    breaker = None
+    if "circuit_breaker" in entries:
+        breaker = read_circuit_breaker(reader, where, entries["circuit_breaker"][1])
     if value is None:
         return None
     return Backend(
@@ -202,6 +215,7 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
         connect_timeout=connect_timeout,
         max_concurrency=concurrency,
         location=reader.location(node),
+        circuit_breaker=breaker,
     )
 
 
@@ -292,18 +306,23 @@ def _read_route(
         if "split" not in entries:
             reader.error(key_node, f"{where}.sticky: applies only to a route with a split")
         sticky = _read_sticky(reader, where, value_node)
-    fallback = None
+    fallback, fallback_statuses = None, frozenset[int]()
     if "fallback" in entries:
-        fallback_node = entries["fallback"][1]
-        fallback = reader.string(fallback_node, f"{where}.fallback")
-        if fallback is not None and fallback not in backends:
-            reader.error(
-                fallback_node, f"{where}.fallback: unknown backend {fallback!r}{_known(backends)}"
-            )
-            fallback = None
+        fallback, fallback_statuses = read_fallback(reader, where, entries["fallback"][1], backends)
+    retries = read_retries(reader, where, entries["retries"][1]) if "retries" in entries else None
     if name is None or match is None or split is None:
         return None
-    return Route(name, match, split, sticky, index, reader.location(node), fallback)
+    return Route(
+        name,
+        match,
+        split,
+        sticky,
+        index,
+        reader.location(node),
+        fallback,
+        fallback_statuses,
+        retries,
+    )
 
 
 def _read_target(

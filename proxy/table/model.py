@@ -41,6 +41,21 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """When a backend is taken out of service (CONTRACT §2.5, docs/resilience.md)."""
+
+    #: Failures / requests in ``window`` at or above which the circuit opens.
+    failure_ratio: float = 0.5
+    #: Requests in ``window`` below which the ratio is not judged.
+    min_requests: int = 20
+    window: float = 10.0
+    #: Seconds the circuit stays open before it lets probes through.
+    open_for: float = 30.0
+    #: Probe requests that must all succeed, while half-open, to close it.
+    probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     name: str
     kind: Kind
@@ -54,6 +69,7 @@ class Backend:
     #: Not part of equality: a backend whose settings are unchanged is the same backend
     #: wherever it moved in the file (a reload keeps it, connections and all).
     location: Location = field(compare=False)
+    circuit_breaker: CircuitBreaker | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,24 @@ class Sticky:
     set_cookie: bool
 
 
+#: Failures a route's ``retries.retry_on`` may name: the connection could not be made (the request
+#: never left), the connection broke after the request was sent, the backend's timeout.
+RETRY_CONDITIONS = ("connect_failure", "reset", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    #: Further attempts after the first.
+    attempts: int
+    on: frozenset[str]
+    #: Upstream statuses that count as a failure worth another attempt.
+    statuses: frozenset[int]
+    #: Retries allowed per original request over the budget's window ...
+    budget_ratio: float
+    #: ... plus this many per second whatever the traffic (so a quiet route may still retry).
+    budget_min_per_second: float
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
@@ -87,6 +121,9 @@ class Route:
     location: Location
     #: The backend that answers when the chosen one fails before responding (§2.5).
     fallback: str | None = None
+    #: Upstream statuses that also send the request to the fallback (idempotent methods only).
+    fallback_statuses: frozenset[int] = frozenset()
+    retries: Retries | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,10 @@ TABLE = """\
 version: 1
 backends:
   monolith: {url: "http://127.0.0.1:8081", kind: legacy}
-  catalog: {url: "http://127.0.0.1:8082/v2", timeout: 5s}
+  catalog:
+    url: "http://127.0.0.1:8082/v2"
+    timeout: 5s
+    circuit_breaker: {min_requests: 10, open_for: 1m}
 routes:
   - name: everything-else
     match: {path: /}
@@ -25,6 +28,8 @@ routes:
     match: {path: /products, methods: [GET], host: "*.example.com", headers: {X-Beta: "1"}}
     split: {catalog: 12.5, monolith: 87.5}
     sticky: {cookie: sid, set: true}
+    fallback: {backend: monolith, statuses: [503, 502]}
+    retries: {attempts: 2, statuses: [503]}
 """
 
 
@@ -67,8 +72,15 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
                 {"name": "monolith", "kind": "legacy", "weight": 87.5},
             ],
             "sticky": {"cookie": "sid", "set": True},
-            "fallback": None,
-            "line": 9,
+            "fallback": "monolith",
+            "fallback_statuses": [502, 503],
+            "retries": {
+                "attempts": 2,
+                "retry_on": ["connect_failure", "reset"],
+                "statuses": [503],
+                "budget": {"ratio": 0.2, "min_per_second": 10.0},
+            },
+            "line": 12,
         },
         {
             "name": "everything-else",
@@ -79,7 +91,9 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
             "backends": [{"name": "monolith", "kind": "legacy", "weight": 100.0}],
             "sticky": None,
             "fallback": None,
-            "line": 6,
+            "fallback_statuses": [],
+            "retries": None,
+            "line": 9,
         },
     ]
     assert body["backends"] == [
@@ -89,6 +103,7 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
             "type": "url",
             "target": "http://127.0.0.1:8081",
             "timeout": 30.0,
+            "circuit_breaker": None,
         },
         {
             "name": "catalog",
@@ -96,6 +111,16 @@ async def test_routes_describes_the_active_table(admin: httpx.AsyncClient, tmp_p
             "type": "url",
             "target": "http://127.0.0.1:8082/v2",
             "timeout": 5.0,
+            "circuit_breaker": {
+                "state": "closed",
+                "failure_ratio": 0.5,
+                "min_requests": 10,
+                "window": 10.0,
+                "open_for": 60.0,
+                "probes": 1,
+                "window_requests": 0,
+                "window_failures": 0,
+            },
         },
     ]
 

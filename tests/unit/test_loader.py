@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.table.loader import MAX_TABLE_BYTES, TableError, load_table, parse_table
-from proxy.table.model import Kind
+from proxy.table.model import CircuitBreaker, Kind, Retries
 
 GOOD = """\
 version: 1
@@ -30,6 +30,40 @@ routes:
     split: { catalog: 33.33, monolith: 66.67 }
     sticky: { cookie: session_id, set: true }
 """
+
+
+def test_failure_containment_keys_are_read_with_their_defaults() -> None:
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends:
+              m: {url: "http://m", kind: legacy}
+              a:
+                url: "http://a"
+                circuit_breaker: {failure_ratio: 0.25, window: 30s, open_for: 1m, probes: 3}
+              b: {url: "http://b", circuit_breaker: {}}
+            routes:
+              - name: r1
+                match: {path: /1}
+                backend: a
+                fallback: {backend: m, statuses: [503, 502, 503]}
+                retries: {attempts: 2, retry_on: [timeout], statuses: [504],
+                          budget: {ratio: 0.5, min_per_second: 0}}
+              - {name: r2, match: {path: /2}, backend: b, fallback: m, retries: {attempts: 1}}
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    a, b = table.backends["a"].circuit_breaker, table.backends["b"].circuit_breaker
+    assert a == CircuitBreaker(0.25, 20, 30.0, 60.0, 3)
+    assert b == CircuitBreaker(0.5, 20, 10.0, 30.0, 1)
+    assert table.backends["m"].circuit_breaker is None
+    r1, r2 = table.routes
+    assert (r1.fallback, r1.fallback_statuses) == ("m", frozenset({502, 503}))
+    assert r1.retries == Retries(2, frozenset({"timeout"}), frozenset({504}), 0.5, 0.0)
+    assert (r2.fallback, r2.fallback_statuses) == ("m", frozenset())
+    assert r2.retries == Retries(1, frozenset({"connect_failure", "reset"}), frozenset(), 0.2, 10.0)
 
 
 def problems(text: str) -> list[str]:
@@ -90,8 +124,8 @@ BROKEN = {
         routes: [{name: a, match: {path: /}, backend: m}]
         """,
         [
-            "t.yaml:5:5: backends.m: unknown key 'timout' (allowed: connect_timeout, function, "
-            "kind, lambda, max_concurrency, timeout, url)",
+            "t.yaml:5:5: backends.m: unknown key 'timout' (allowed: circuit_breaker, "
+            "connect_timeout, function, kind, lambda, max_concurrency, timeout, url)",
             "t.yaml:6:14: backends.m.timeout: expected a duration with a unit ('250ms', '3s', "
             "'1m'), got an integer",
             "t.yaml:7:22: backends.m.connect_timeout: bad duration '3 s' (a number with a unit: "
@@ -286,6 +320,67 @@ BROKEN = {
         [
             "t.yaml:4:57: routes[0] (r1).fallback: unknown backend 'b' (known: a)",
             "t.yaml:5:57: routes[1] (r2).fallback: expected a string, got a list",
+        ],
+    ),
+    "fallback with statuses": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}, m: {url: "http://m"}}
+        routes:
+          - {name: r1, match: {path: /1}, backend: a, fallback: {statuses: [503]}}
+          - {name: r2, match: {path: /2}, backend: a, fallback: {backend: m, statuses: [404]}}
+          - {name: r3, match: {path: /3}, backend: a, fallback: {backend: x, statuses: []}}
+          - {name: r4, match: {path: /4}, backend: a, fallback: {backend: m, status: [503]}}
+        """,
+        [
+            "t.yaml:4:57: routes[0] (r1).fallback: missing required key 'backend'",
+            "t.yaml:5:81: routes[1] (r2).fallback.statuses: 404 is out of range (500 to 599)",
+            "t.yaml:6:67: routes[2] (r3).fallback.backend: unknown backend 'x' (known: a, m)",
+            "t.yaml:6:80: routes[2] (r3).fallback.statuses: list at least one status, "
+            "or leave it out",
+            "t.yaml:7:70: routes[3] (r4).fallback: unknown key 'status' "
+            "(allowed: backend, statuses)",
+        ],
+    ),
+    "retries": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}}
+        routes:
+          - {name: r1, match: {path: /1}, backend: a, retries: {retry_on: [timeout]}}
+          - {name: r2, match: {path: /2}, backend: a, retries: {attempts: 9}}
+          - {name: r3, match: {path: /3}, backend: a, retries: {attempts: 1, retry_on: [5xx]}}
+          - {name: r4, match: {path: /4}, backend: a,
+             retries: {attempts: 1, budget: {ratio: 2, min_per_second: x}, statuses: [200]}}
+        """,
+        [
+            "t.yaml:4:56: routes[0] (r1).retries: missing required key 'attempts'",
+            "t.yaml:5:67: routes[1] (r2).retries.attempts: 9 is out of range (1 to 5)",
+            "t.yaml:6:81: routes[2] (r3).retries.retry_on: '5xx' is not one of connect_failure, "
+            "reset, timeout",
+            "t.yaml:8:45: routes[3] (r4).retries.budget.ratio: 2 is out of range (0 to 1)",
+            "t.yaml:8:64: routes[3] (r4).retries.budget.min_per_second: expected a number, "
+            "got a string",
+            "t.yaml:8:79: routes[3] (r4).retries.statuses: 200 is out of range (500 to 599)",
+        ],
+    ),
+    "circuit breaker": (
+        """\
+        version: 1
+        backends:
+          a: {url: "http://a", circuit_breaker: {failure_ratio: 0, window: 10}}
+          b: {url: "http://b", circuit_breaker: {probes: 0, open_for: 2h, min_request: 5}}
+        routes: [{name: r, match: {path: /}, backend: a}]
+        """,
+        [
+            "t.yaml:3:57: backends.a.circuit_breaker.failure_ratio: must be above 0",
+            "t.yaml:3:68: backends.a.circuit_breaker.window: expected a duration with a unit "
+            "('250ms', '3s', '1m'), got an integer",
+            "t.yaml:4:50: backends.b.circuit_breaker.probes: 0 is out of range (1 to 100)",
+            "t.yaml:4:63: backends.b.circuit_breaker.open_for: duration '2h' is out of range "
+            "(more than 0, at most 3600s)",
+            "t.yaml:4:67: backends.b.circuit_breaker: unknown key 'min_request' (allowed: "
+            "failure_ratio, min_requests, open_for, probes, window)",
         ],
     ),
     "wrong shapes": (
