@@ -20,6 +20,7 @@ import uvloop
 from proxy import __version__
 from proxy.app import Application, create_app
 from proxy.offline import explain_request, load_compiled, summarise
+from proxy.protocol import HeadGuard
 from proxy.routetests import run_route_tests
 from proxy.server import Drain, Listener, ServerGroup
 from proxy.settings import (
@@ -221,6 +222,10 @@ def _drain(settings: Settings) -> Drain:
     return Drain(grace=settings.shutdown_grace, timeout=settings.drain_timeout)
 
 
+def _guard(settings: Settings) -> HeadGuard:
+    return HeadGuard.for_limits(settings.head_timeout, settings.limits)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -263,7 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
     group = ServerGroup(
-        [gateway, admin], _drain(settings), application.start_draining, settings.head_timeout
+        [gateway, admin], _drain(settings), application.start_draining, _guard(settings)
     )
 
     def banner() -> list[str]:
@@ -372,7 +377,7 @@ def _demo(args: argparse.Namespace) -> int:
         [monolith, gateway, admin],
         _drain(settings),
         application.start_draining,
-        settings.head_timeout,
+        _guard(settings),
     )
 
     def banner() -> list[str]:

@@ -1,10 +1,16 @@
-"""uvicorn's HTTP protocol (httptools) with a deadline for receiving a request's head.
+"""uvicorn's HTTP protocol (httptools) with a deadline and a size bound for a request's head.
 
 Neither uvicorn nor its parser bounds the time a client may take to send its request line and
 headers, so a client trickling a header every few seconds holds a connection open forever
 (slowloris). Here each request's head must arrive within ``head_timeout`` seconds of the
 connection opening or of its first byte; otherwise the client gets ``408`` and the connection
 is closed. Idle keep-alive connections are uvicorn's own ``timeout_keep_alive``.
+
+Nor does either bound the head's size: the parser hands every header to uvicorn, which keeps
+them all, so an endless head would grow memory without limit. Here a head longer than
+``max_head_bytes`` gets ``431`` and the connection is closed while it is being received. The
+exact limits (414, 431 with their JSON errors) are the gateway's; this bound sits above them and
+only stops what they would never get to see.
 """
 
 from __future__ import annotations
@@ -13,25 +19,40 @@ import asyncio
 import json
 import uuid
 from asyncio import TimerHandle
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from proxy.settings import DEFAULT_HEAD_TIMEOUT
+from proxy.settings import DEFAULT_HEAD_TIMEOUT, Limits
+
+DEFAULT_MAX_HEAD_BYTES = 1024 * 1024
+#: How long a refused connection's input is read and discarded before it is closed.
+LINGER_SECONDS = 2.0
 
 
-def _timeout_response() -> bytes:
+@dataclass(frozen=True, slots=True)
+class HeadGuard:
+    """How long a request's head may take to arrive, and how long it may be."""
+
+    timeout: float = DEFAULT_HEAD_TIMEOUT
+    max_bytes: int = DEFAULT_MAX_HEAD_BYTES
+
+    @classmethod
+    def for_limits(cls, timeout: float, limits: Limits) -> HeadGuard:
+        """A bound above what the gateway's own limits let through: the longest request line
+        and header fields it accepts, with room for the bytes around them."""
+        return cls(timeout, limits.max_uri_bytes + limits.max_header_bytes + 16 * 1024)
+
+
+def _error_response(status: str, code: str, message: str) -> bytes:
     request_id = str(uuid.uuid4())
     body = json.dumps(
-        {
-            "error": "request_timeout",
-            "message": "the request head did not arrive in time",
-            "request_id": request_id,
-        },
+        {"error": code, "message": message, "request_id": request_id},
         separators=(",", ":"),
     ).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -39,10 +60,29 @@ def _timeout_response() -> bytes:
 
 class GuardedProtocol(HttpToolsProtocol):
     head_timeout = DEFAULT_HEAD_TIMEOUT
+    max_head_bytes = DEFAULT_MAX_HEAD_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: TimerHandle | None = None
+        #: Bytes received since the current head began (None while a body is arriving).
+        self._head_bytes: int | None = 0
+        #: Set once a refusal has been written: what the client still sends is discarded.
+        self._lingering: TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering is not None or self.transport.is_closing():
+            return
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(
+                    "431 Request Header Fields Too Large",
+                    "headers_too_large",
+                    f"the request head is longer than {self.max_head_bytes} bytes",
+                )
+                return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -55,10 +95,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._head_bytes = None
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -71,11 +118,31 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
-            self.transport.write(_timeout_response())
-            self.transport.close()
+        self._refuse(
+            "408 Request Timeout", "request_timeout", "the request head did not arrive in time"
+        )
+
+    def _refuse(self, status: str, code: str, message: str) -> None:
+        """Answer and close. Closing a socket with unread input makes the kernel reset the
+        connection, and a client still sending would lose the answer; so, as NGINX's
+        lingering close, the write side is shut and what arrives is discarded for a while."""
+        self._disarm()
+        self._head_bytes = None
+        transport = self.transport
+        if transport.is_closing() or self._lingering is not None:
+            return
+        transport.write(_error_response(status, code, message))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = self.loop.call_later(LINGER_SECONDS, transport.close)
 
 
-def guarded_protocol(head_timeout: float) -> type[GuardedProtocol]:
-    """The protocol class for a listener, with its own head deadline."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"head_timeout": head_timeout})
+def guarded_protocol(guard: HeadGuard) -> type[GuardedProtocol]:
+    """The protocol class for a listener, with its own head deadline and size bound."""
+    return type(
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {"head_timeout": guard.timeout, "max_head_bytes": guard.max_bytes},
+    )

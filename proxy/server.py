@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from proxy.asgi import ASGIApp
-from proxy.protocol import guarded_protocol
-from proxy.settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
+from proxy.protocol import HeadGuard, guarded_protocol
+from proxy.settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 log = logging.getLogger("strangler")
 
@@ -64,13 +64,13 @@ class Listener:
 
 
 def server_config(
-    app: ASGIApp, drain_timeout: float, head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    app: ASGIApp, drain_timeout: float, guard: HeadGuard | None = None
 ) -> uvicorn.Config:
     """uvicorn settings for a proxy: nothing added to responses (no Server or Date header of
     its own), client addresses never rewritten from headers, no websocket upgrade."""
     return uvicorn.Config(
         app,
-        http=guarded_protocol(head_timeout),
+        http=guarded_protocol(guard or HeadGuard()),
         ws="none",
         lifespan="off",
         server_header=False,
@@ -109,11 +109,11 @@ class ServerGroup:
         listeners: list[Listener],
         drain: Drain | None = None,
         on_drain: Callable[[], None] | None = None,
-        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        guard: HeadGuard | None = None,
     ) -> None:
         self.listeners = listeners
         self.drain = drain or Drain()
-        self.head_timeout = head_timeout
+        self.guard = guard or HeadGuard()
         self._on_drain = on_drain
         self._draining = False
         self._servers: list[_Server] = []
@@ -140,7 +140,7 @@ class ServerGroup:
         if any(listener.sock is None for listener in self.listeners):
             self.bind()
         self._servers = [
-            _Server(server_config(listener.app, self.drain.timeout, self.head_timeout))
+            _Server(server_config(listener.app, self.drain.timeout, self.guard))
             for listener in self.listeners
         ]
         loop = asyncio.get_running_loop()

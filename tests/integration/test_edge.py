@@ -4,6 +4,7 @@ nothing, and that the next client is served."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -14,12 +15,14 @@ import pytest
 from proxy.settings import Limits
 from tests.integration.conftest import ProxyTo
 from tests.support import (
+    Exchange,
     RawClient,
     RawUpstream,
     answer,
     response,
     running_gateway,
     serve_process,
+    wait_for,
 )
 
 pytestmark = pytest.mark.sockets
@@ -139,6 +142,78 @@ def test_a_body_on_a_204_does_not_break_the_next_request(proxy_to: ProxyTo) -> N
     assert upstream.connections == 3
 
 
+def test_bytes_arriving_after_a_head_response_never_reach_the_next_request(
+    proxy_to: ProxyTo,
+) -> None:
+    # The body of a HEAD response, sent late: the connection has gone back to the pool by then.
+    async def late_body(exchange: Exchange) -> None:
+        if exchange.request.request_line.startswith("HEAD"):
+            await exchange.send(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+            await asyncio.sleep(0.3)
+            await exchange.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+        else:
+            await exchange.send(response(body=b"yours"))
+
+    upstream, port = proxy_to(late_body)
+    client = RawClient(port)
+    head = client.request(b"HEAD / HTTP/1.1\r\nHost: gw\r\n\r\n", "HEAD")
+    assert (head.status, head.header("content-length"), head.body) == (200, ["20"], b"")
+    time.sleep(0.6)
+    for _ in range(3):
+        reply = client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (reply.status, reply.body) == (200, b"yours")
+    # The connection that received the late bytes was dropped from the pool, not reused.
+    assert upstream.requests[1].connection != upstream.requests[0].connection
+
+
+GARBAGE = {
+    "not http at all": b"SSH-2.0-OpenSSH_9.2\r\n",
+    "a bad status line": b"HTTP/1.1 two hundred OK\r\nContent-Length: 0\r\n\r\n",
+    "a header without a colon": b"HTTP/1.1 200 OK\r\nContent-Length 2\r\n\r\nok",
+    "a bad content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok",
+    "a head cut off": b"HTTP/1.1 200 OK\r\nContent-Le",
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE), ids=list(GARBAGE))
+def test_a_garbage_response_is_502_and_the_next_request_is_served(
+    proxy_to: ProxyTo, case: str
+) -> None:
+    async def garbage_first(exchange: Exchange) -> None:
+        if exchange.request.target == "/garbage":
+            await exchange.send(GARBAGE[case])
+            exchange.close()
+        else:
+            await exchange.send(response(body=b"fine"))
+
+    _, port = proxy_to(garbage_first)
+    client = RawClient(port)
+    reply = client.request(b"GET /garbage HTTP/1.1\r\nHost: gw\r\nX-Request-Id: g-1\r\n\r\n")
+    assert reply.status == 502
+    assert json.loads(reply.body) == {
+        "error": "upstream_unavailable",
+        "message": "backend 'up' is unavailable",
+        "request_id": "g-1",
+    }
+    assert client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"fine"
+
+
+def test_an_upstream_head_trickling_in_is_504_at_the_backend_timeout(proxy_to: ProxyTo) -> None:
+    async def trickle(exchange: Exchange) -> None:
+        await exchange.send(b"HTTP/1.1 200 OK\r\n")
+        for number in range(300):  # 30 s, past the client's own 10 s timeout
+            await exchange.send(b"X-Slow-%d: 1\r\n" % number)
+            await asyncio.sleep(0.1)
+
+    upstream, port = proxy_to(trickle, extra=", timeout: 500ms")
+    # Each header arrives well within any read timeout: only the whole-exchange deadline ends
+    # it (a gateway without one would leave this client waiting past its own timeout).
+    reply = RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert reply.status == 504
+    assert json.loads(reply.body)["error"] == "upstream_timeout"
+    assert wait_for(lambda: upstream.closed_connections == 1)
+
+
 def test_a_response_with_content_length_and_transfer_encoding_is_502(proxy_to: ProxyTo) -> None:
     upstream, port = proxy_to(
         answer(
@@ -187,6 +262,44 @@ def test_a_head_trickling_in_is_cut_at_the_head_timeout(tmp_path: Path) -> None:
         assert [r.request_line for r in upstream.requests] == ["GET / HTTP/1.1"] * len(
             upstream.requests
         )
+    finally:
+        assert process.stop() == 0
+        upstream.stop()
+
+
+def test_an_endless_head_is_cut_while_it_arrives(tmp_path: Path) -> None:
+    upstream = RawUpstream(answer(response(body=b"ok"))).start()
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"version: 1\nbackends: {{up: {{url: '{upstream.url}'}}}}\n"
+        "routes: [{name: all, match: {path: /}, backend: up}]\n"
+    )
+    # The bound is the URI and header limits plus 16 KiB: 1024 + 1024 + 16384 bytes.
+    process, gateway, _ = serve_process(
+        config, "--max-uri-bytes", "1024", "--max-header-bytes", "1024"
+    )
+    try:
+        port = int(gateway.rsplit(":", 1)[1])
+        endless = RawClient(port)
+        endless.send(b"GET / HTTP/1.1\r\nHost: gw\r\n")
+        with contextlib.suppress(ConnectionError, OSError):
+            for number in range(200):  # 200 lines of 200 bytes, never ending
+                endless.send(b"X-Filler-%03d: " % number + b"a" * 184 + b"\r\n")
+        answered = endless.read_until_closed()
+        assert answered.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        body = json.loads(answered.split(b"\r\n\r\n", 1)[1])
+        assert body["error"] == "headers_too_large"
+        assert body["message"] == "the request head is longer than 18432 bytes"
+        assert upstream.requests == []
+        # A head over the gateway's own limit but under the bound gets the exact 431.
+        client = RawClient(port)
+        reply = client.request(b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"b" * 2000 + b"\r\n\r\n")
+        assert reply.status == 431
+        assert json.loads(reply.body)["message"] == "header fields larger than 1024 bytes"
+        # Others, and the next request on a kept-alive connection, are served.
+        keep = RawClient(port)
+        for _ in range(3):
+            assert keep.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"ok"
     finally:
         assert process.stop() == 0
         upstream.stop()

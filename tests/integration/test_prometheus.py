@@ -200,6 +200,7 @@ def test_alerts_load_into_a_real_prometheus(prometheus: str) -> None:
         "StranglerNewBackendErrorsAboveLegacy",
         "StranglerConfigReloadFailing",
         "StranglerLegacyTrafficReturned",
+        "StranglerCircuitOpen",
         "strangler:legacy_share:ratio_rate5m",
         "route:strangler_legacy_share:ratio_rate5m",
     } <= names
