@@ -5,11 +5,12 @@ It reads the same live snapshot as the gateway and never changes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -25,7 +26,15 @@ from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Backend, Retries, Sticky
 
 
-def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Starlette:
+def create_admin(
+    runtime: Runtime,
+    metrics: Metrics,
+    reloader: Reloader,
+    on_new_table: Callable[[], None] | None = None,
+) -> Starlette:
+    """``on_new_table`` runs after ``POST /reload`` loaded a changed table (with workers, it
+    passes the reload on to the others)."""
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -54,6 +63,8 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
                 },
                 status_code=422,
             )
+        if result.changed and on_new_table is not None:
+            on_new_table()
         return JSONResponse(
             {
                 "version": result.version,
@@ -63,7 +74,7 @@ def create_admin(runtime: Runtime, metrics: Metrics, reloader: Reloader) -> Star
         )
 
     async def exposition(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def migration(request: Request) -> Response:
         return JSONResponse(migration_report(runtime.table, metrics))

@@ -8,7 +8,9 @@ transport and random source.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,12 @@ class Application:
         await self.client.aclose()
 
 
+def _tell_supervisor() -> None:
+    """A worker's admin API reloaded a new table: the supervisor's SIGHUP reloads the others
+    (and this one again, which is a no-op)."""
+    os.kill(os.getppid(), signal.SIGHUP)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -78,7 +86,7 @@ def create_app(
     """Load and compile the table at ``settings.config`` (raising
     :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
     client = new_client(transport)
-    metrics = Metrics(__version__)
+    metrics = Metrics(__version__, settings.metrics_dir)
     make_backend = backend_factory(client, metrics)
     table = compile_table(load_table(settings.config), make_backend, metrics)
     metrics.table_loaded(table.loaded_at)
@@ -97,5 +105,7 @@ def create_app(
             TrustedProxies(parse_networks(settings.trusted_proxies)),
             settings.limits,
         ),
-        admin=create_admin(runtime, metrics, reloader),
+        admin=create_admin(
+            runtime, metrics, reloader, _tell_supervisor if settings.supervised else None
+        ),
     )

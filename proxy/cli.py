@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ import uvloop
 
 from proxy import __version__
 from proxy.app import Application, create_app
+from proxy.clientaddr import parse_networks
 from proxy.offline import explain_request, load_compiled, summarise
 from proxy.protocol import HeadGuard
 from proxy.routetests import run_route_tests
@@ -34,6 +36,7 @@ from proxy.settings import (
 )
 from proxy.status import fetch_report, format_report
 from proxy.table.loader import TableError
+from proxy.workers import MULTIPROC_DIR, Supervisor, WorkerSockets, watch_supervisor
 
 MONOLITH_PORT = 8081
 
@@ -41,6 +44,8 @@ MONOLITH_PORT = 8081
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    #: As given, for `--workers`, whose workers run this same command.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # Function handlers named in a table are imported from the current directory first, as
     # `python -m` and uvicorn's --app-dir do; a console script alone would not look there.
     if os.getcwd() not in sys.path:
@@ -240,16 +245,17 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _not_loaded(config: str, exc: TableError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"strangler: {config}: not loaded ({len(exc.problems)} problems)", file=sys.stderr)
+
+
 def _load(settings: Settings) -> Application | None:
     try:
         return create_app(settings)
     except TableError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(
-            f"strangler: {settings.config}: not loaded ({len(exc.problems)} problems)",
-            file=sys.stderr,
-        )
+        _not_loaded(settings.config, exc)
         return None
     except ValueError as exc:  # a setting that cannot be used, such as a bad trusted proxy
         print(f"strangler: {exc}", file=sys.stderr)
@@ -258,15 +264,24 @@ def _load(settings: Settings) -> Application | None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if settings.workers != 1:
-        print("strangler: --workers greater than 1 is not supported yet", file=sys.stderr)
+    if settings.workers < 1:
+        print("strangler: --workers must be at least 1", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    inherited = WorkerSockets.from_environment()
+    if inherited is not None:
+        settings = dataclasses.replace(
+            settings, metrics_dir=os.environ.get(MULTIPROC_DIR), supervised=True
+        )
+    elif settings.workers > 1:
+        return _supervise(args, settings)
     application = _load(settings)
     if application is None:
         return 1
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
+    if inherited is not None:
+        gateway.sock, admin.sock = inherited.public, inherited.admin
     group = ServerGroup(
         [gateway, admin], _drain(settings), application.start_draining, _guard(settings)
     )
@@ -279,36 +294,84 @@ def _serve(args: argparse.Namespace) -> int:
             f"  admin    {admin.url}",
         ]
 
-    return _run_with_banner(group, application, banner)
+    return _run_with_banner(group, application, banner, inherited)
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``--workers N``: check what every worker will load, then run them (proxy.workers)."""
+    try:
+        table = load_compiled(settings.config)
+        parse_networks(settings.trusted_proxies)
+    except TableError as exc:
+        _not_loaded(settings.config, exc)
+        return 1
+    except ValueError as exc:
+        print(f"strangler: {exc}", file=sys.stderr)
+        return 1
+
+    def announce(gateway: str, admin: str) -> None:
+        print(f"strangler {__version__}: table {settings.config} (version {table.version})")
+        print(f"  gateway  {gateway}")
+        print(f"  admin    {admin}")
+        print(f"  workers  {settings.workers}", flush=True)
+
+    supervisor = Supervisor(
+        settings.workers,
+        args.argv,
+        (settings.host, settings.port),
+        (settings.admin_host, settings.admin_port),
+        announce,
+    )
+    return supervisor.run()
 
 
 def _run_with_banner(
-    group: ServerGroup, application: Application, banner: Callable[[], list[str]]
+    group: ServerGroup,
+    application: Application,
+    banner: Callable[[], list[str]],
+    worker: WorkerSockets | None = None,
 ) -> int:
-    try:
-        group.bind()
-    except OSError as exc:
-        print(f"strangler: cannot listen: {exc}", file=sys.stderr)
-        return 1
+    """Serve ``group``; print the banner once it serves, or, in a worker, tell the
+    supervisor."""
+    if any(listener.sock is None for listener in group.listeners):
+        try:
+            group.bind()
+        except OSError as exc:
+            print(f"strangler: cannot listen: {exc}", file=sys.stderr)
+            return 1
 
     def announce() -> None:
+        if worker is not None:
+            worker.report_ready()
+            return
         for line in banner():
             print(line, flush=True)
 
     async def run() -> None:
+        loop = asyncio.get_running_loop()
         # SIGHUP reloads the table (by default it would end the process).
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, application.request_reload, "SIGHUP"
-        )
+        loop.add_signal_handler(signal.SIGHUP, application.request_reload, "SIGHUP")
+        watchdog = None
+        if worker is not None:
+            check = watch_supervisor(lambda: group.begin_drain(0.0))
+            watchdog = loop.create_task(_every_second(check))
         await application.start()
         try:
             await group.serve(on_started=announce)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await application.aclose()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
     return 0
+
+
+async def _every_second(check: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        check()
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ sent. Series of routes and backends that a new table drops are removed with it.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from proxy.table.model import WEIGHT_SCALE, Kind
 
@@ -49,6 +55,16 @@ ABORTED = "aborted"
 BREAKER_STATES = ("closed", "open", "half_open")
 
 
+@contextlib.contextmanager
+def _removing() -> Iterator[None]:
+    """Removing series: prometheus_client warns that multiprocess mode cannot drop them from
+    its files. It still drops them in-process, and :meth:`Metrics.exposition` leaves the
+    files' retired series out, so the warning says nothing a user could act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Removal of labels", UserWarning)
+        yield
+
+
 def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
@@ -56,7 +72,9 @@ def method_label(method: str) -> str:
 class Metrics:
     """The metric families of one app, registered in a registry of its own."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, multiprocess_dir: str | None = None) -> None:
+        #: With ``--workers``: where every worker's values are (Prometheus multiprocess mode).
+        self.multiprocess_dir = multiprocess_dir
         # No `_created` series: they double the series count and no dashboard reads them.
         # (The switch is process-wide in prometheus_client; every app here wants it off.)
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -80,6 +98,7 @@ class Metrics:
             "Requests being answered, by route.",
             ["route"],
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.upstream_errors = Counter(
             "strangler_upstream_errors",
@@ -110,6 +129,8 @@ class Metrics:
             "1 for the state a backend's circuit breaker is in (closed, open, half_open).",
             ["backend", "state"],
             registry=registry,
+            # Workers have a breaker each: "open" when any live worker's is.
+            multiprocess_mode="livemax",
         )
         #: Backend name -> the breaker whose state the gauge shows (the newest to report).
         self._breakers: dict[str, object] = {}
@@ -118,12 +139,14 @@ class Metrics:
             "Configured share of a route's traffic (0 to 1).",
             ["route", "backend", "kind"],
             registry=registry,
+            multiprocess_mode="livemostrecent",
         )
         self.legacy_last = Gauge(
             "strangler_legacy_last_request_timestamp_seconds",
             "When a legacy backend last served the route (Unix time).",
             ["route"],
             registry=registry,
+            multiprocess_mode="max",
         )
         self.reloads = Counter(
             "strangler_config_reloads",
@@ -135,14 +158,20 @@ class Metrics:
             "strangler_config_last_reload_successful",
             "1 when the last reload of the routing table succeeded.",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.last_reload_success = Gauge(
             "strangler_config_last_reload_success_timestamp_seconds",
             "When the routing table was last loaded successfully (Unix time).",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         build = Gauge(
-            "strangler_build_info", "The running version; always 1.", ["version"], registry=registry
+            "strangler_build_info",
+            "The running version; always 1.",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         build.labels(version).set(1)
         for result in ("success", "failure"):
@@ -181,17 +210,93 @@ class Metrics:
         """Remove the backend's breaker series, unless a newer breaker has taken them over."""
         if self._breakers.get(backend) is owner:
             del self._breakers[backend]
-            for name in BREAKER_STATES:
-                self.breaker_state.remove(backend, name)
+            with _removing():
+                for name in BREAKER_STATES:
+                    self.breaker_state.remove(backend, name)
+
+    def exposition(self) -> bytes:
+        """The text exposition: this process's registry, or with workers the sum over every
+        worker's files, less the series of routes and backends the live table no longer has
+        (files keep what a worker once wrote)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        collector = MultiProcessCollector(None, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(_LiveSeries(self, collector))
+        return generate_latest(registry)
+
+    def is_live(self, labels: dict[str, str]) -> bool:
+        """Whether a series' route and backend labels name what the live table has."""
+        route = labels.get("route")
+        backend = labels.get("backend")
+        if route is None:
+            return backend is None or backend in self._breakers
+        if route == NONE:
+            return True
+        bound = self.routes.get(route)
+        return bound is not None and (backend is None or backend in bound.backends)
+
+    def observed(self) -> Observed:
+        """Requests answered per (route, backend) and when a legacy backend last served each
+        route, since start: this process's, or with workers every worker's."""
+        if self.multiprocess_dir is None:
+            return Observed(
+                {
+                    (route.name, name): bound.answered
+                    for route in self.routes.values()
+                    for name, bound in route.backends.items()
+                },
+                {
+                    route.name: route.legacy_last_at
+                    for route in self.routes.values()
+                    if route.legacy_last_at is not None
+                },
+            )
+        answered: dict[tuple[str, str], int] = {}
+        legacy_last: dict[str, float] = {}
+        collector = MultiProcessCollector(None, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        for family in collector.collect():  # type: ignore[no-untyped-call]
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "strangler_requests_total":
+                    key = (labels["route"], labels["backend"])
+                    answered[key] = answered.get(key, 0) + int(sample.value)
+                elif sample.name == "strangler_legacy_last_request_timestamp_seconds":
+                    legacy_last[labels["route"]] = sample.value
+        return Observed(answered, legacy_last)
 
     def retire(self, keep: dict[str, set[str]]) -> None:
         """Remove every series of routes not in ``keep`` (route -> its backend names), and of
         backends a kept route no longer has."""
-        for name in list(self.routes):
-            if name not in keep:
-                self.routes.pop(name).remove_all()
-            else:
-                self.routes[name].remove_backends_except(keep[name])
+        with _removing():
+            for name in list(self.routes):
+                if name not in keep:
+                    self.routes.pop(name).remove_all()
+                else:
+                    self.routes[name].remove_backends_except(keep[name])
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    answered: dict[tuple[str, str], int]
+    legacy_last: dict[str, float]
+
+    def count(self, route: str, backend: str) -> int:
+        return self.answered.get((route, backend), 0)
+
+
+class _LiveSeries:
+    """A collector that passes on another's families without the series of retired routes and
+    backends."""
+
+    def __init__(self, metrics: Metrics, inner: Collector) -> None:
+        self._metrics = metrics
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._inner.collect():
+            family.samples = [s for s in family.samples if self._metrics.is_live(s.labels)]
+            yield family
 
 
 @dataclass(slots=True)
@@ -291,7 +396,8 @@ class RouteMetrics:
         for name, kind, weight in backends:
             bound = self.backends.get(name)
             if bound is not None and bound.kind != kind:
-                bound.remove()
+                with _removing():
+                    bound.remove()
                 bound = None
             if bound is None:
                 duration = self.metrics.duration.labels(self.name, name, kind)

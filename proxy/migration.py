@@ -34,6 +34,7 @@ def migration_report(
     table: CompiledTable, metrics: Metrics, now: float | None = None
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
+    seen = metrics.observed()
     routes = []
     total = {Kind.LEGACY.value: 0, Kind.NEW.value: 0}
     fully_new = 0
@@ -42,8 +43,8 @@ def migration_report(
         backends = []
         configured_legacy = 0
         for backend, weight in route.backends:
-            bound = route.metrics.backends[backend.name]
-            observed[backend.kind.value] += bound.answered
+            answered = seen.count(route.name, backend.name)
+            observed[backend.kind.value] += answered
             if backend.kind is Kind.LEGACY:
                 configured_legacy += weight
             backends.append(
@@ -51,14 +52,14 @@ def migration_report(
                     "name": backend.name,
                     "kind": backend.kind.value,
                     "weight": weight * 100 / WEIGHT_SCALE,
-                    "requests": bound.answered,
+                    "requests": answered,
                 }
             )
         for kind, count in observed.items():
             total[kind] += count
         fully_new += configured_legacy == 0
         requests = observed["legacy"] + observed["new"]
-        last = route.metrics.legacy_last_at
+        last = seen.legacy_last.get(route.name)
         routes.append(
             {
                 "name": route.name,

@@ -37,6 +37,10 @@ class Settings:
     limits: Limits = field(default_factory=lambda: Limits())
     #: Seconds a client has to send a request's line and headers (408 beyond).
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    #: Set in a worker of ``--workers N``: where all workers' metric values are kept, and that
+    #: a reload through the admin API must reach the other workers too.
+    metrics_dir: str | None = None
+    supervised: bool = False
 
 
 @dataclass(frozen=True, slots=True)

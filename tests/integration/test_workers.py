@@ -1,0 +1,251 @@
+"""``serve --workers N`` as real processes: shared sockets, metrics summed over workers, every
+reload trigger reaching every worker, dead workers replaced and cleaned up, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from tests.support import (
+    Exchange,
+    Process,
+    RawClient,
+    RawUpstream,
+    response,
+    serve_process,
+    wait_for,
+)
+
+pytestmark = pytest.mark.sockets
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[RawUpstream, RawUpstream]]:
+    def answering(body: bytes) -> RawUpstream:
+        async def script(exchange: Exchange) -> None:
+            await exchange.send(response(body=body))
+
+        return RawUpstream(script).start()
+
+    one, two = answering(b"one"), answering(b"two")
+    yield one, two
+    one.stop()
+    two.stop()
+
+
+def write(config: Path, one: RawUpstream, two: RawUpstream, route_to: str, extra: str = "") -> None:
+    config.write_text(
+        "version: 1\nbackends:\n"
+        f"  one: {{url: '{one.url}', kind: legacy}}\n"
+        f"  two: {{url: '{two.url}'}}\n"
+        "routes:\n"
+        f"  - {{name: main, match: {{path: /}}, backend: {route_to}}}\n" + extra
+    )
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def samples(admin: str, name: str) -> dict[str, float]:
+    """Every series of ``name`` in one scrape: its label text -> value."""
+    found = {}
+    for line in httpx.get(f"{admin}/metrics").text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            found[labels] = float(value)
+    return found
+
+
+def total(admin: str, name: str) -> float:
+    return sum(samples(admin, name).values())
+
+
+def get(port: int) -> bytes:
+    return RawClient(port).request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body
+
+
+@pytest.fixture
+def metrics_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    return directory
+
+
+def start(
+    config: Path, metrics_dir: Path, *flags: str, workers: int = 2
+) -> tuple[Process, int, str]:
+    process, gateway, admin = serve_process(
+        config,
+        "--workers",
+        str(workers),
+        *flags,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+    )
+    process.wait_for_line(rf"workers\s+{workers}")
+    return process, int(gateway.rsplit(":", 1)[1]), admin
+
+
+def test_workers_share_the_port_and_the_metrics_add_up(
+    tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
+) -> None:
+    config = tmp_path / "routes.yaml"
+    write(config, *upstreams, route_to="one")
+    process, port, admin = start(config, metrics_dir)
+    try:
+        workers = children(process.proc.pid)
+        assert len(workers) == 2
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(lambda _: get(port), range(400))) == {b"one"}
+        # Whichever worker answers the scrape reports the sum over both.
+        for _ in range(6):
+            assert total(admin, "strangler_requests_total") == 400
+            assert samples(admin, "strangler_build_info") == {'{version="0.1.0"}': 1.0}
+            in_flight = samples(admin, "strangler_requests_in_flight")
+            assert in_flight == {'{route="main"}': 0.0, '{route="none"}': 0.0}
+        served = httpx.get(f"{admin}/migration").json()["totals"]["requests"]
+        assert served == {"legacy": 400, "new": 0, "total": 400}
+        # Both workers took connections from the shared socket: each one's own file counts
+        # some of the requests.
+        for pid in workers:
+            alone = tmp_path / f"only-{pid}"
+            alone.mkdir()
+            shutil.copy(metrics_dir / f"counter_{pid}.db", alone)
+            families = MultiProcessCollector(None, str(alone)).collect()
+            own = sum(
+                sample.value
+                for family in families
+                for sample in family.samples
+                if sample.name == "strangler_requests_total"
+            )
+            assert 0 < own < 400
+    finally:
+        assert process.stop() == 0
+    assert [name for name in os.listdir(metrics_dir) if "live" in name] == []
+
+
+def test_sighup_reloads_every_worker_exactly_once(
+    tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
+) -> None:
+    config = tmp_path / "routes.yaml"
+    write(config, *upstreams, route_to="one")
+    process, port, admin = start(config, metrics_dir, "--no-watch")
+    try:
+        assert samples(admin, "strangler_config_reloads_total")['{result="success"}'] == 2
+        write(config, *upstreams, route_to="two")
+        process.proc.send_signal(signal.SIGHUP)
+        assert wait_for(
+            lambda: samples(admin, "strangler_config_reloads_total")['{result="success"}'] == 4
+        )
+        assert {get(port) for _ in range(100)} == {b"two"}
+        time.sleep(0.5)  # a second reload per worker would have been counted by now
+        assert samples(admin, "strangler_config_reloads_total")['{result="success"}'] == 4
+        assert process.proc.poll() is None
+    finally:
+        assert process.stop() == 0
+
+
+def test_a_reload_through_the_admin_api_reaches_every_worker(
+    tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
+) -> None:
+    config = tmp_path / "routes.yaml"
+    extra = "  - {name: extra, match: {path: /extra}, backend: two}\n"
+    write(config, *upstreams, route_to="one", extra=extra)
+    process, port, admin = start(config, metrics_dir, "--no-watch")
+    try:
+        assert RawClient(port).request(b"GET /extra HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"two"
+        write(config, *upstreams, route_to="two")
+        reply = httpx.post(f"{admin}/reload")
+        assert (reply.status_code, reply.json()["changed"]) == (200, True)
+        assert wait_for(
+            lambda: samples(admin, "strangler_config_reloads_total")['{result="success"}'] == 4
+        )
+        assert {get(port) for _ in range(100)} == {b"two"}
+        # The dropped route's series are gone from every worker's view, files or not.
+        for _ in range(6):
+            series = samples(admin, "strangler_requests_total")
+            assert series
+            assert not [labels for labels in series if 'route="extra"' in labels]
+    finally:
+        assert process.stop() == 0
+
+
+def test_a_dead_worker_is_replaced_and_its_live_gauges_removed(
+    tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
+) -> None:
+    config = tmp_path / "routes.yaml"
+    write(config, *upstreams, route_to="one")
+    process, port, admin = start(config, metrics_dir)
+    try:
+        for _ in range(50):
+            assert get(port) == b"one"
+        victim, survivor = children(process.proc.pid)
+        # A worker dies only after living a while; one dying at once stops everything.
+        time.sleep(5)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(
+            lambda: (
+                len(children(process.proc.pid)) == 2 and victim not in children(process.proc.pid)
+            ),
+            timeout=20,
+        )
+        replacement = next(pid for pid in children(process.proc.pid) if pid != survivor)
+        assert not [
+            name
+            for name in os.listdir(metrics_dir)
+            if name.endswith(f"_{victim}.db") and "live" in name
+        ]
+        assert wait_for(lambda: get(port) == b"one")
+        # The dead worker's requests still count: totals never go backwards.
+        assert wait_for(lambda: total(admin, "strangler_requests_total") >= 51)
+        assert samples(admin, "strangler_build_info") == {'{version="0.1.0"}': 1.0}
+        assert replacement != victim
+    finally:
+        code = process.stop()
+        assert process.proc.stdout is not None
+        assert code == 0, process.proc.stdout.read()
+
+
+def test_workers_drain_when_their_supervisor_is_killed(
+    tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
+) -> None:
+    config = tmp_path / "routes.yaml"
+    write(config, *upstreams, route_to="one")
+    process, _, _ = start(config, metrics_dir)
+    workers = children(process.proc.pid)
+    process.proc.kill()
+    process.proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie re-parented to an init that has not reaped it yet has stopped too.
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1].startswith("Z")
+
+    assert wait_for(lambda: all(gone(pid) for pid in workers), timeout=15)
+
+
+def test_a_table_that_does_not_load_stops_before_any_worker_starts(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("version: 1\nbackends: {}\nroutes: []\n")
+    process = Process(
+        [sys.executable, "-m", "proxy", "serve", "-c", str(config), "--workers", "2", "--port", "0"]
+    )
+    assert process.proc.wait(20) == 1
+    assert process.proc.stdout is not None
+    output = process.proc.stdout.read()
+    assert f"{config}:2:11: backends: at least one backend is required" in output
