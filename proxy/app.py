@@ -21,6 +21,7 @@ from proxy import __version__
 from proxy.admin import create_admin
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
+from proxy.backends.transport import PooledTransport
 from proxy.clientaddr import TrustedProxies, parse_networks
 from proxy.gateway import Gateway
 from proxy.metrics import Metrics
@@ -85,9 +86,10 @@ def create_app(
 ) -> Application:
     """Load and compile the table at ``settings.config`` (raising
     :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
+    transport = transport or PooledTransport()
     client = new_client(transport)
     metrics = Metrics(__version__, settings.metrics_dir)
-    make_backend = backend_factory(client, metrics)
+    make_backend = backend_factory(client, transport, metrics)
     table = compile_table(load_table(settings.config), make_backend, metrics)
     metrics.table_loaded(table.loaded_at)
     runtime = Runtime(table)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from proxy import __version__
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
+from proxy.backends.transport import PooledTransport
 from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import Metrics
 from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
@@ -21,7 +22,9 @@ from proxy.table.model import WEIGHT_SCALE
 def load_compiled(path: str) -> CompiledTable:
     """The compiled table at ``path`` (raises TableError); its backends hold no connections."""
     metrics = Metrics(__version__)
-    return compile_table(load_table(path), backend_factory(new_client(), metrics), metrics)
+    transport = PooledTransport()
+    factory = backend_factory(new_client(transport), transport, metrics)
+    return compile_table(load_table(path), factory, metrics)
 
 
 def summarise(table: CompiledTable) -> str:

@@ -16,15 +16,16 @@ from proxy.table import model
 
 
 def backend_factory(
-    client: httpx.AsyncClient, metrics: Metrics
+    client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport, metrics: Metrics
 ) -> Callable[[model.Backend], Backend]:
-    """A factory that builds each backend of a table around the process's shared client,
-    behind its circuit breaker when it has one."""
+    """A factory that builds each backend of a table around the process's shared client and
+    its transport (url backends use the transport directly), behind its circuit breaker when
+    it has one."""
 
     def make(spec: model.Backend) -> Backend:
         backend: Backend
         if spec.url is not None:
-            backend = HttpBackend(spec, client)
+            backend = HttpBackend(spec, transport)
         elif spec.function is not None:
             backend = FunctionBackend(spec)
         else:

@@ -11,7 +11,6 @@ import asyncio
 import http.cookiejar
 import logging
 import re
-from typing import Any
 
 import httpx
 
@@ -34,7 +33,7 @@ log = logging.getLogger("strangler.backend")
 _QUERY_UNSAFE = re.compile(rb"[\x00-\x20\x7f-\xff#]")
 
 
-def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def new_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
     """The process's shared upstream client.
 
     No default headers (httpx would add User-Agent, Accept and Accept-Encoding), a cookie jar
@@ -44,9 +43,8 @@ def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
     jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     # The pool itself is unbounded: each backend bounds its own requests in flight
     # (max_concurrency), so one hung upstream cannot take every connection from the others.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     client = httpx.AsyncClient(
-        transport=transport or httpx.AsyncHTTPTransport(retries=0, limits=limits),
+        transport=transport,
         cookies=jar,
         follow_redirects=False,
         trust_env=False,
@@ -71,12 +69,14 @@ def client_timeouts(spec: model.Backend) -> dict[str, float]:
 class HttpBackend:
     """An upstream reached at ``url`` (its path, if any, prefixes every forwarded path)."""
 
-    def __init__(self, spec: model.Backend, client: httpx.AsyncClient) -> None:
+    def __init__(self, spec: model.Backend, transport: httpx.AsyncBaseTransport) -> None:
         assert spec.url is not None
         self.name = spec.name
         self.kind = spec.kind
         self.spec = spec
-        self._client = client
+        # The transport itself, not the client around it: the client's cookie, auth and
+        # redirect machinery would only be skipped at a cost on every request.
+        self._transport = transport
         self._base = httpx.URL(spec.url)
         self._base_path = self._base.path.rstrip("/")
         self._timeout = spec.timeout
@@ -116,7 +116,7 @@ class HttpBackend:
         started = False
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.send(upstream, stream=True)
+                response = await self._transport.handle_async_request(upstream)
                 try:
                     if _ambiguous_framing(response.headers.raw):
                         raise httpx.RemoteProtocolError(
@@ -135,13 +135,6 @@ class HttpBackend:
                     started = True
                     async for chunk in response.aiter_raw():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    if await _discard_if_overrun(response):
-                        log.warning(
-                            "backend %s sent bytes past the end of a response; its connection "
-                            "is closed instead of reused (request_id=%s)",
-                            self.name,
-                            request.request_id,
-                        )
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     await response.aclose()
@@ -172,7 +165,7 @@ class HttpBackend:
         return None
 
     async def aclose(self) -> None:
-        """The shared client belongs to the app; nothing of its own to release."""
+        """The shared transport belongs to the app; nothing of its own to release."""
 
 
 def _query_text(query: bytes) -> str:
@@ -190,21 +183,3 @@ def _ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
         length = length or lowered == b"content-length"
         encoding = encoding or lowered == b"transfer-encoding"
     return length and encoding
-
-
-async def _discard_if_overrun(response: httpx.Response) -> bool:
-    """True when the upstream sent bytes past the end of this response (a body on a 204, a
-    wrong Content-Length). Left in the pooled connection, they would be read as the *next*
-    request's response, possibly another user's; the connection is closed instead, and the
-    pool drops it. Reaches into httpcore's HTTP/1.1 connection (httpx is pinned to 0.28): when
-    that path is not there, nothing is checked."""
-    stream: Any = response.stream
-    try:
-        connection = stream._stream._httpcore_stream._stream._connection
-        leftover = connection._h11_state.trailing_data[0]
-    except AttributeError:
-        return False
-    if leftover:
-        await connection.aclose()
-        return True
-    return False

@@ -373,6 +373,49 @@ def test_keep_alive_connections_are_reused_upstream(proxy_to: ProxyTo) -> None:
     assert upstream.connections == 1
 
 
+def test_an_idle_connection_the_upstream_closed_is_not_reused(proxy_to: ProxyTo) -> None:
+    async def answer_then_close(exchange: Exchange) -> None:
+        await exchange.send(response(body=b"x"))
+        exchange.close()  # as an upstream's keep-alive timeout does, without saying so
+
+    upstream, port = proxy_to(answer_then_close)
+    client = RawClient(port)
+    for _ in range(3):
+        assert client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"x"
+        assert wait_for(lambda: upstream.closed_connections == upstream.connections)
+    assert upstream.connections == 3
+
+
+def test_interim_responses_from_the_upstream_are_not_passed_on(proxy_to: ProxyTo) -> None:
+    upstream, port = proxy_to(
+        answer(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+        )
+    )
+    client = RawClient(port)
+    for _ in range(2):
+        reply = client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (reply.status, reply.body, reply.header("link")) == (200, b"final", [])
+    assert upstream.connections == 1
+
+
+def test_a_body_ended_by_closing_the_connection_arrives_whole(proxy_to: ProxyTo) -> None:
+    async def until_close(exchange: Exchange) -> None:
+        await exchange.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        for _ in range(5):
+            await exchange.send(b"0123456789")
+            await asyncio.sleep(0.01)
+        exchange.close()
+
+    upstream, port = proxy_to(until_close)
+    client = RawClient(port)
+    reply = client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert (reply.status, reply.body) == (200, b"0123456789" * 5)
+    assert client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"0123456789" * 5
+    assert upstream.connections == 2
+
+
 def test_expect_100_continue_is_answered_by_the_gateway(proxy_to: ProxyTo) -> None:
     upstream, port = proxy_to(answer(response(body=b"stored")))
     client = RawClient(port)
