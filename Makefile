@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test bench lint typecheck unit install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: $(STAMP)
 	$(BIN)/strangler check -c config/routes.yaml --tests config/routes.tests.yaml
 	$(BIN)/strangler check -c config/routes.example.yaml
 	$(BIN)/pytest
+
+# Not part of `make test`: a full run takes about ten minutes and its figures are only
+# meaningful on a quiet machine. BENCH_ARGS passes options (e.g. --duration 5 --runs 1).
+bench: $(STAMP)
+	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing nginx and wrk (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx wrk; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

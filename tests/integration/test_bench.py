@@ -1,0 +1,45 @@
+"""The benchmark still works: one short run of two scenarios (figures are not judged here;
+`make bench` measures, on a quiet machine)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, need
+
+pytestmark = pytest.mark.sockets
+
+
+def test_a_short_benchmark_run_reports_every_server() -> None:
+    need("nginx")
+    need("wrk")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/run.py",
+            "--duration",
+            "1",
+            "--runs",
+            "1",
+            "--scenarios",
+            "100b-32,function-32",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\S+) \| ([\d,]+) \|.*\| (\d+) \| ([\d.]+) \|$", result.stdout, re.M)
+    servers = [(name, int(rate.replace(",", "")), int(errors)) for name, rate, errors, _ in rows]
+    assert [name for name, _, _ in servers] == ["nginx", "naive", "strangler", "nginx", "strangler"]
+    assert all(rate > 0 and errors == 0 for _, rate, errors in servers), result.stdout
+    # Every server the run started was stopped by process id.
+    assert (
+        "strangler-bench-"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
