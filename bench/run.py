@@ -329,6 +329,8 @@ def servers(directory: Path, wanted: set[str]) -> Iterator[dict[str, Server]]:
             wait_until_serving(server.url + "/api/catalog/items")
         yield found
     finally:
+        # Proxies first, the upstream last, so nothing in flight meets a closing upstream.
+        started.reverse()
         for process in started:
             if process.poll() is None:
                 process.send_signal(

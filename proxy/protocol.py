@@ -67,28 +67,38 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         #: Bytes received since the current head began (None while a body is arriving).
         self._head_bytes: int | None = 0
+        #: Whether a request began in the chunk being parsed.
+        self._began = False
         #: Set once a refusal has been written: what the client still sends is discarded.
         self._lingering: TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None or self.transport.is_closing():
             return
-        if self._head_bytes is not None:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._refuse(
-                    "431 Request Header Fields Too Large",
-                    "headers_too_large",
-                    f"the request head is longer than {self.max_head_bytes} bytes",
-                )
-                return
+        in_head = self._head_bytes is not None
+        self._began = False
         super().data_received(data)
+        if self._head_bytes is None:
+            return  # in a body now
+        # A chunk counts whole toward the head it continues. When a head began inside it, the
+        # share that is head is unknown (bodies and pipelined requests come first), so it is
+        # counted from the next chunk: the bound holds to within one read.
+        if in_head and not self._began:
+            self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse(
+                "431 Request Header Fields Too Large",
+                "headers_too_large",
+                f"the request head is longer than {self.max_head_bytes} bytes",
+            )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def on_message_begin(self) -> None:
+        self._began = True
+        self._head_bytes = 0
         super().on_message_begin()
         if self._head_timer is None:
             self._arm()

@@ -49,6 +49,18 @@ class PooledTransport(httpx.AsyncBaseTransport):
         port = url.port or (443 if url.scheme == "https" else 80)
         origin = (url.scheme, url.host, port)
         connection = self._take(origin)
+        if connection is not None and _replayable(request):
+            try:
+                return await connection.exchange(request, timeouts, self)
+            except _NothingReceived:
+                # The upstream closed this idle connection just as it was reused, before any
+                # byte of an answer: the request is sent again, once, on a new connection
+                # (as Go's client and nginx's proxy_next_upstream do for such requests).
+                connection.close()
+                connection = None
+            except BaseException:
+                connection.close()
+                raise
         if connection is None:
             connection = await self._connect(origin, timeouts.get("connect"))
         try:
@@ -247,6 +259,7 @@ class _Response:
         self.overrun = False
         self._keep_alive = True
         self._error: Exception | None = None
+        self._received = False
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -259,6 +272,7 @@ class _Response:
     # -- fed by the protocol ----------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        self._received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -275,10 +289,10 @@ class _Response:
                 self._keep_alive = False
             elif self._head_done:
                 self._fail(httpx.RemoteProtocolError("the upstream closed mid-body"))
+            elif self._received:
+                self._fail(httpx.RemoteProtocolError("the upstream closed mid-head"))
             else:
-                self._fail(
-                    httpx.RemoteProtocolError("the upstream closed without sending a response")
-                )
+                self._fail(_NothingReceived("the upstream closed without sending a response"))
         self._notify()
 
     # -- llhttp callbacks -------------------------------------------------------------------
@@ -372,6 +386,25 @@ class _Response:
         """A response framed by the connection's end: no length and not chunked."""
         names = {name.lower() for name, _ in self._headers}
         return b"content-length" not in names and b"transfer-encoding" not in names
+
+
+class _NothingReceived(httpx.RemoteProtocolError):
+    """The connection ended before any byte of a response."""
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Whether a request may be sent twice: idempotent, and without a body (one streamed from
+    the client cannot be sent again)."""
+    if request.method not in _IDEMPOTENT:
+        return False
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value != b"0"):
+            return False
+    return True
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class _Body(httpx.AsyncByteStream):

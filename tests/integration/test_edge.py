@@ -283,8 +283,8 @@ def test_an_endless_head_is_cut_while_it_arrives(tmp_path: Path) -> None:
         endless = RawClient(port)
         endless.send(b"GET / HTTP/1.1\r\nHost: gw\r\n")
         with contextlib.suppress(ConnectionError, OSError):
-            for number in range(200):  # 200 lines of 200 bytes, never ending
-                endless.send(b"X-Filler-%03d: " % number + b"a" * 184 + b"\r\n")
+            for number in range(2000):  # 400 KB in 200-byte lines, never ending
+                endless.send(b"X-Filler-%04d: " % number + b"a" * 183 + b"\r\n")
         answered = endless.read_until_closed()
         assert answered.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
         body = json.loads(answered.split(b"\r\n\r\n", 1)[1])

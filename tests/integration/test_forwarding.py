@@ -386,6 +386,29 @@ def test_an_idle_connection_the_upstream_closed_is_not_reused(proxy_to: ProxyTo)
     assert upstream.connections == 3
 
 
+def test_a_reused_connection_closed_before_answering_is_retried_once_if_replayable(
+    proxy_to: ProxyTo,
+) -> None:
+    # The race every pool has: the upstream closes an idle connection just as it is reused.
+    # Here every connection's second request is met by a close without an answer.
+    async def close_second(exchange: Exchange) -> None:
+        mine = [r for r in upstream.requests if r.connection == exchange.request.connection]
+        if len(mine) == 2:
+            exchange.close()
+        else:
+            await exchange.send(response(body=b"x"))
+
+    upstream, port = proxy_to(close_second)
+    client = RawClient(port)
+    for _ in range(3):
+        assert client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"x"
+    assert [r.connection for r in upstream.requests] == [1, 1, 2, 2, 3]
+    # A request with a body is not sent twice: it may have been acted on.
+    reply = client.request(b"PUT / HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\n\r\nz")
+    assert reply.status == 502
+    assert [r.connection for r in upstream.requests][-1] == 3
+
+
 def test_interim_responses_from_the_upstream_are_not_passed_on(proxy_to: ProxyTo) -> None:
     upstream, port = proxy_to(
         answer(
