@@ -30,6 +30,7 @@ test: $(STAMP)
 	$(BIN)/mypy proxy
 	$(BIN)/strangler check -c config/routes.yaml --tests config/routes.tests.yaml
 	$(BIN)/strangler check -c config/routes.example.yaml
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest
 
 # Not part of `make test`: a full run takes about ten minutes and its figures are only
