@@ -19,11 +19,13 @@ from starlette.routing import Route
 from proxy.admin_page import render_page
 from proxy.backends.guarded import GuardedBackend
 from proxy.metrics import Metrics
-from proxy.migration import iso_time, migration_report
+from proxy.migration import migration_report
 from proxy.reloader import Reloader, problem_json
 from proxy.runtime import Runtime
+from proxy.shadow import Shadower
 from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Backend, Retries, Sticky
+from proxy.timefmt import iso_time
 
 
 def create_admin(
@@ -31,6 +33,7 @@ def create_admin(
     metrics: Metrics,
     reloader: Reloader,
     on_new_table: Callable[[], None] | None = None,
+    shadower: Shadower | None = None,
 ) -> Starlette:
     """``on_new_table`` runs after ``POST /reload`` loaded a changed table (with workers, it
     passes the reload on to the others)."""
@@ -76,12 +79,22 @@ def create_admin(
     async def exposition(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    async def shadow(request: Request) -> Response:
+        return JSONResponse(_shadow_report(runtime.table, shadower))
+
     async def migration(request: Request) -> Response:
         return JSONResponse(migration_report(runtime.table, metrics))
 
     async def page(request: Request) -> Response:
         report = migration_report(runtime.table, metrics)
-        return HTMLResponse(render_page(report, runtime.last_error, circuit_states(runtime.table)))
+        return HTMLResponse(
+            render_page(
+                report,
+                runtime.last_error,
+                circuit_states(runtime.table),
+                _shadow_report(runtime.table, shadower)["routes"],
+            )
+        )
 
     return Starlette(
         routes=[
@@ -91,6 +104,7 @@ def create_admin(
             Route("/routes", routes, methods=["GET"]),
             Route("/metrics", exposition, methods=["GET"]),
             Route("/migration", migration, methods=["GET"]),
+            Route("/shadow", shadow, methods=["GET"]),
             Route("/reload", reload, methods=["POST"]),
         ]
     )
@@ -133,6 +147,13 @@ def describe_table(table: CompiledTable) -> dict[str, Any]:
             for name, spec in table.model.backends.items()
         ],
     }
+
+
+def _shadow_report(table: CompiledTable, shadower: Shadower | None) -> dict[str, Any]:
+    routes = {r.name: r.shadow for r in table.router.routes if r.shadow is not None}
+    if shadower is None:
+        return {"routes": []}
+    return shadower.report(dict(sorted(routes.items())))
 
 
 def circuit_states(table: CompiledTable) -> dict[str, str]:

@@ -6,6 +6,7 @@ how long ago the monolith last served it; overall progress on top. It refreshes 
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import Any
 
@@ -81,10 +82,45 @@ def _circuits_block(circuits: dict[str, str]) -> str:
     return f'<h2>Circuit breakers</h2><ul id="circuits">{items}</ul>'
 
 
+def _shadow_block(shadows: list[dict[str, Any]]) -> str:
+    """Parity per shadowed route, and the latest mismatch's differences."""
+    if not shadows:
+        return ""
+    rows = []
+    for entry in shadows:
+        route = escape(entry["route"])
+        counts = entry["counts"]
+        parity = entry["parity"]
+        shown = "n/a" if parity is None else f"{parity * 100:.1f}%"
+        latest = ""
+        if entry["mismatches"]:
+            items = "".join(
+                f"<li><code>{escape(d['path'])}</code>: {escape(json.dumps(d['primary']))} "
+                f"→ {escape(json.dumps(d['shadow']))}</li>"
+                for d in entry["mismatches"][0]["differences"][:5]
+            )
+            latest = (
+                f"<div class='label'>latest mismatch, {escape(entry['mismatches'][0]['method'])}"
+                f" {escape(entry['mismatches'][0]['path'])}:</div><ul>{items}</ul>"
+            )
+        rows.append(
+            f"<tr data-shadow='{route}'><td><strong>{route}</strong></td>"
+            f"<td>{escape(entry['backend'])} ({entry['percent']:g}%)</td>"
+            f"<td class='parity'>{shown}</td>"
+            f"<td>{counts['match']} match, {counts['mismatch']} mismatch, "
+            f"{counts['error']} error, {counts['dropped']} dropped{latest}</td></tr>"
+        )
+    return (
+        "<h2>Shadow parity</h2><table id='shadow'><thead><tr><th>route</th><th>shadow</th>"
+        f"<th>parity</th><th>results</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def render_page(
     report: dict[str, Any],
     last_error: dict[str, Any] | None = None,
     circuits: dict[str, str] | None = None,
+    shadows: list[dict[str, Any]] | None = None,
 ) -> str:
     totals = report["totals"]
     rows = []
@@ -119,6 +155,7 @@ def render_page(
 <tbody>
 {"".join(rows)}
 </tbody></table>
+{_shadow_block(shadows or [])}
 {_circuits_block(circuits or {})}
 </body></html>
 """

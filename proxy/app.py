@@ -28,6 +28,7 @@ from proxy.metrics import Metrics
 from proxy.reloader import Reloader
 from proxy.runtime import Runtime
 from proxy.settings import Settings
+from proxy.shadow import Shadower
 from proxy.table.compile import compile_table
 from proxy.table.loader import load_table
 
@@ -41,12 +42,14 @@ class Application:
     reloader: Reloader
     public: Gateway
     admin: Starlette
+    shadower: Shadower
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start(self) -> None:
         """Start watching the table's directory, unless ``settings.watch`` is off."""
+        await self.shadower.start()
         if self.settings.watch and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.reloader.watch(self._stop))
 
@@ -67,6 +70,7 @@ class Application:
         for task in list(self._background):
             await task
         await self.reloader.aclose()
+        await self.shadower.aclose()
         for backend in self.runtime.table.backends.values():
             await backend.aclose()
         await self.client.aclose()
@@ -94,6 +98,7 @@ def create_app(
     metrics.table_loaded(table.loaded_at)
     runtime = Runtime(table)
     reloader = Reloader(settings.config, runtime, metrics, make_backend)
+    shadower = Shadower()
     return Application(
         settings=settings,
         runtime=runtime,
@@ -106,8 +111,14 @@ def create_app(
             rng or random.Random(),
             TrustedProxies(parse_networks(settings.trusted_proxies)),
             settings.limits,
+            shadower,
         ),
         admin=create_admin(
-            runtime, metrics, reloader, _tell_supervisor if settings.supervised else None
+            runtime,
+            metrics,
+            reloader,
+            _tell_supervisor if settings.supervised else None,
+            shadower,
         ),
+        shadower=shadower,
     )

@@ -37,8 +37,10 @@ from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
 from proxy.settings import Limits
+from proxy.shadow import ResponseTap, Shadower
 from proxy.table import model
 from proxy.table.compile import CompiledRoute, CompiledTable
+from proxy.table.model import WEIGHT_SCALE
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
 #: for the whole site, a year, not readable by scripts.
@@ -57,8 +59,10 @@ class Gateway:
         rng: random.Random,
         trusted: TrustedProxies | None = None,
         limits: Limits | None = None,
+        shadower: Shadower | None = None,
     ) -> None:
         self._runtime = runtime
+        self._shadower = shadower or Shadower()
         self._limits = limits or Limits()
         self._trusted = trusted or TrustedProxies()
         self._unmatched = metrics.unmatched.backends[NONE]
@@ -137,6 +141,19 @@ class Gateway:
             host=host,
             protocol="HTTP/" + scope.get("http_version", "1.1"),
         )
+        job = None
+        shadow = route.shadow
+        if (
+            shadow is not None
+            and method in shadow.spec.methods
+            and self._rng.random() * WEIGHT_SCALE < shadow.spec.percent
+        ):
+            job = self._shadower.begin(route.name, shadow, request, backend)
+            if job is not None:
+                # Copies of what passes, for the comparison; the request itself is untouched.
+                exchange.tap = job.tap
+                if job.body is not None:
+                    request.body = job.body
         if request.body is None:
             watch.start()
         route_metrics = route.metrics
@@ -149,6 +166,8 @@ class Gateway:
             answered[-1].count(
                 method, exchange.status or CLIENT_CLOSED, time.perf_counter() - started_at
             )
+            if job is not None and not job.primary_done.done():
+                job.primary_done.set_result(exchange.complete)
 
     def _pick(self, route: CompiledRoute, headers: RawHeaders, exchange: _Exchange) -> Backend:
         """The route's backend for this request: by its sticky key when it has one."""
@@ -323,7 +342,7 @@ def _may_fall_back(
 
 def _body_spent(request: ProxyRequest) -> bool:
     """Whether the request body has started to be read (then it cannot be sent again)."""
-    return isinstance(request.body, _Body) and request.body.started
+    return bool(getattr(request.body, "started", False))
 
 
 def _where(request: ProxyRequest, answered: list[BackendMetrics]) -> str:
@@ -340,10 +359,12 @@ class _Exchange:
     """Passes messages to the server, adds the gateway's own response headers, and remembers
     how far the response got."""
 
-    __slots__ = ("_send", "complete", "extra_headers", "started", "status")
+    __slots__ = ("_send", "complete", "extra_headers", "started", "status", "tap")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        #: Copies the response for a shadow comparison, when the request is mirrored.
+        self.tap: ResponseTap | None = None
         self.started = False
         self.complete = False
         #: The status sent to the client; 0 until the response starts.
@@ -351,6 +372,8 @@ class _Exchange:
         self.extra_headers: RawHeaders = []
 
     async def send(self, message: Message) -> None:
+        if self.tap is not None:
+            self.tap.record(message)
         if message["type"] == "http.response.start":
             self.started = True
             self.status = message["status"]

@@ -112,6 +112,12 @@ class Metrics:
             ["route", "backend", "fallback"],
             registry=registry,
         )
+        self.shadow = Counter(
+            "strangler_shadow_requests",
+            "Requests mirrored to a route's shadow backend, by the comparison's result.",
+            ["route", "backend", "result"],
+            registry=registry,
+        )
         self.retries = Counter(
             "strangler_retries",
             "Further attempts at a request on the same backend, by the failure that caused them.",
@@ -234,7 +240,9 @@ class Metrics:
         if route == NONE:
             return True
         bound = self.routes.get(route)
-        return bound is not None and (backend is None or backend in bound.backends)
+        return bound is not None and (
+            backend is None or backend in bound.backends or backend in bound.shadows
+        )
 
     def observed(self) -> Observed:
         """Requests answered per (route, backend) and when a legacy backend last served each
@@ -380,6 +388,23 @@ class RouteMetrics:
         self._legacy_last: Any = None
         self._budget_exhausted: Any = None
         self.backends: dict[str, BackendMetrics] = {}
+        #: Shadow backend -> result -> counter child.
+        self.shadows: dict[str, dict[str, Any]] = {}
+
+    def bind_shadow(self, backend: str | None, results: Iterable[str]) -> dict[str, Any]:
+        """The shadow counters of the route's shadow ``backend`` (None: it has none now);
+        series of an earlier shadow backend are removed."""
+        for old in [name for name in self.shadows if name != backend]:
+            with _removing():
+                for result in self.shadows.pop(old):
+                    self.metrics.shadow.remove(self.name, old, result)
+        if backend is None:
+            return {}
+        children = self.shadows.get(backend)
+        if children is None:
+            children = {r: self.metrics.shadow.labels(self.name, backend, r) for r in results}
+            self.shadows[backend] = children
+        return children
 
     def budget_exhausted(self) -> None:
         if self._budget_exhausted is None:
@@ -420,3 +445,4 @@ class RouteMetrics:
             self.metrics.legacy_last.remove(self.name)
         if self._budget_exhausted is not None:
             self.metrics.retry_budget_exhausted.remove(self.name)
+        self.bind_shadow(None, ())

@@ -7,19 +7,13 @@ as JSON, the admin page and ``strangler status`` draw it. Shares are fractions f
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any
 
 from proxy.metrics import Metrics
 from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Kind
-
-
-def iso_time(timestamp: float) -> str:
-    """A Unix time as the admin API writes times: ``2026-11-27T06:31:57Z``."""
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+from proxy.timefmt import iso_time
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -23,12 +23,12 @@ import watchfiles
 
 from proxy.backends.base import Backend
 from proxy.metrics import Metrics
-from proxy.migration import iso_time
 from proxy.runtime import Runtime
 from proxy.table import model
 from proxy.table.compile import CompiledTable, compile_table
 from proxy.table.loader import TableError, digest, parse_table, read_table_bytes
 from proxy.table.yamlnodes import Problem
+from proxy.timefmt import iso_time
 
 log = logging.getLogger("strangler.reload")
 

@@ -16,9 +16,11 @@ from types import MappingProxyType
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
 from proxy.headers import cookie_value, header_value
+from proxy.jsondiff import PathPatterns
 from proxy.matching import Pattern, compile_pattern, host_matches
 from proxy.metrics import Metrics, RouteMetrics
 from proxy.retrybudget import RetryBudget
+from proxy.shadow import RESULTS, CompiledShadow
 from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
@@ -95,6 +97,7 @@ class CompiledRoute:
     retries: model.Retries | None = None
     #: The route's own, when it retries.
     budget: RetryBudget | None = None
+    shadow: CompiledShadow | None = None
 
     @property
     def name(self) -> str:
@@ -222,6 +225,17 @@ def _compile_route(
         bound.append((fallback.name, fallback.kind.value, 0))
     methods = sorted(match.methods) if match.methods is not None else []
     method_key = methods[0] if len(methods) == 1 else "ANY"
+    route_metrics = metrics.bind_route(route.name, bound)
+    shadow = None
+    if route.shadow is not None:
+        shadow = CompiledShadow(
+            route.shadow,
+            backends[route.shadow.backend],
+            PathPatterns(route.shadow.ignore),
+            route_metrics.bind_shadow(route.shadow.backend, RESULTS),
+        )
+    else:
+        route_metrics.bind_shadow(None, ())
     return CompiledRoute(
         spec=route,
         pattern=pattern,
@@ -236,7 +250,7 @@ def _compile_route(
         sticky=_sticky_rule(route.sticky),
         precedence=(pattern.rank, -conditions, route.index),
         route_key=f"{method_key} {match.path}",
-        metrics=metrics.bind_route(route.name, bound),
+        metrics=route_metrics,
         fallback=fallback,
         fallback_statuses=route.fallback_statuses if fallback is not None else frozenset(),
         retries=route.retries,
@@ -245,6 +259,7 @@ def _compile_route(
             if route.retries is not None
             else None
         ),
+        shadow=shadow,
     )
 
 

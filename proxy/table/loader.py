@@ -32,6 +32,7 @@ from proxy.table.model import (
     Table,
 )
 from proxy.table.resilience import read_circuit_breaker, read_fallback, read_retries
+from proxy.table.shadowing import read_shadow
 from proxy.table.yamlnodes import NodeReader, Problem
 
 #: A routing table is small; a bigger file is a mistake or an attack on the parser.
@@ -56,7 +57,9 @@ _BACKEND_KEYS = frozenset(
         "circuit_breaker",
     }
 )
-_ROUTE_KEYS = frozenset({"name", "match", "backend", "split", "sticky", "fallback", "retries"})
+_ROUTE_KEYS = frozenset(
+    {"name", "match", "backend", "split", "sticky", "fallback", "retries", "shadow"}
+)
 _MATCH_KEYS = frozenset({"path", "methods", "host", "headers"})
 _STICKY_KEYS = frozenset({"cookie", "header", "set"})
 
@@ -310,6 +313,9 @@ def _read_route(
     if "fallback" in entries:
         fallback, fallback_statuses = read_fallback(reader, where, entries["fallback"][1], backends)
     retries = read_retries(reader, where, entries["retries"][1]) if "retries" in entries else None
+    shadow = None
+    if "shadow" in entries:
+        shadow = read_shadow(reader, where, entries["shadow"][1], backends)
     if name is None or match is None or split is None:
         return None
     return Route(
@@ -322,6 +328,7 @@ def _read_route(
         fallback,
         fallback_statuses,
         retries,
+        shadow,
     )
 
 

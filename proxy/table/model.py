@@ -109,6 +109,31 @@ class Retries:
     budget_min_per_second: float
 
 
+#: Methods mirrored when a shadow lists none: they must not change anything.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Mirror a share of a route's requests to ``backend`` and compare the answers."""
+
+    backend: str
+    #: Basis points of the route's (eligible) requests.
+    percent: int
+    methods: frozenset[str]
+    #: Lower-case names of the response headers compared (others are not).
+    headers: tuple[str, ...]
+    #: JSON paths whose differences do not count (``$.generated_at``, ``$.items[*].id``).
+    ignore: tuple[str, ...]
+    #: Learn noise as Diffy does: ask the primary twice and ignore what differs between its
+    #: own two answers.
+    learn_noise: bool
+    #: Largest request or response body mirrored and compared, in bytes.
+    max_body: int
+    #: The mirror's own deadline, in seconds.
+    timeout: float
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
@@ -124,6 +149,7 @@ class Route:
     #: Upstream statuses that also send the request to the fallback (idempotent methods only).
     fallback_statuses: frozenset[int] = frozenset()
     retries: Retries | None = None
+    shadow: Shadow | None = None
 
 
 @dataclass(frozen=True, slots=True)
