@@ -35,7 +35,7 @@ from proxy.settings import (
     Settings,
     env_default,
 )
-from proxy.status import fetch_report, format_report
+from proxy.status import fetch_report, format_report, format_shadow
 from proxy.table.loader import TableError
 from proxy.workers import MULTIPROC_DIR, Supervisor, WorkerSockets, watch_supervisor
 
@@ -429,12 +429,15 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    try:
-        report = fetch_report(args.admin)
-    except httpx.HTTPError as exc:
-        print(f"strangler status: cannot read {args.admin}/migration: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(report))
+    for path in ("/migration", "/shadow"):
+        try:
+            report = fetch_report(args.admin, path)
+        except httpx.HTTPError as exc:
+            print(f"strangler status: cannot read {args.admin}{path}: {exc}", file=sys.stderr)
+            return 1
+        text = format_report(report) if path == "/migration" else format_shadow(report)
+        if text:
+            print(text if path == "/migration" else "\n" + text)
     return 0
 
 

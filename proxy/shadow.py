@@ -216,7 +216,9 @@ class Shadower:
             again = await _call(job.primary_backend, job.request, body, spec)
             if again is not None and again.complete and not again.too_large:
                 self._learn(record, primary, again, spec)
-        found = compare(primary, mirrored, spec, job.shadow.ignore, record.noise)
+        found = compare(
+            primary, mirrored, spec, job.shadow.ignore, record.noise, job.request.method != "HEAD"
+        )
         if not found:
             return "match"
         record.mismatches.append(
@@ -237,7 +239,7 @@ class Shadower:
         self, record: RouteRecord, first: Captured, second: Captured, spec: model.Shadow
     ) -> None:
         """Fields that differ between two answers of the primary are noise from then on."""
-        for difference in compare(first, second, spec, PathPatterns(()), set()):
+        for difference in compare(first, second, spec, PathPatterns(()), set(), True):
             path = difference["path"]
             if len(record.noise) < NOISE and path != "status":
                 record.noise.add(general(path) if path.startswith("$") else path)
@@ -281,9 +283,10 @@ def compare(
     spec: model.Shadow,
     ignore: PathPatterns,
     noise: set[str],
+    bodies: bool,
 ) -> list[dict[str, Any]]:
     """The differences that count: status, the listed headers, and the body (structurally when
-    both are JSON)."""
+    both are JSON) unless ``bodies`` is false (an answer to HEAD has none to compare)."""
     found: list[dict[str, Any]] = []
     if primary.status != shadow.status:
         found.append({"path": "status", "primary": primary.status, "shadow": shadow.status})
@@ -292,6 +295,8 @@ def compare(
         path = f"header {name}"
         if ours != theirs and path not in noise:
             found.append({"path": path, "primary": ours, "shadow": theirs})
+    if not bodies:
+        return found
     first, second = _json(primary), _json(shadow)
     if first is not _NOT_JSON and second is not _NOT_JSON:
         noisy = PathPatterns(sorted(noise)) if noise else None

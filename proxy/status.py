@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -11,9 +12,9 @@ from proxy.migration import describe_age
 BAR_WIDTH = 20
 
 
-def fetch_report(admin: str, timeout: float = 5.0) -> dict[str, Any]:
-    """GET /migration from the admin URL (raises httpx.HTTPError when it cannot)."""
-    response = httpx.get(admin.rstrip("/") + "/migration", timeout=timeout, trust_env=False)
+def fetch_report(admin: str, path: str = "/migration", timeout: float = 5.0) -> dict[str, Any]:
+    """GET a report from the admin URL (raises httpx.HTTPError when it cannot)."""
+    response = httpx.get(admin.rstrip("/") + path, timeout=timeout, trust_env=False)
     response.raise_for_status()
     report: dict[str, Any] = response.json()
     return report
@@ -25,6 +26,32 @@ def bar(legacy: float | None) -> str:
         return "no traffic yet".ljust(BAR_WIDTH + 12)
     full = round(legacy * BAR_WIDTH)
     return "█" * full + "░" * (BAR_WIDTH - full) + f" {legacy * 100:5.1f}% legacy"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def format_shadow(report: dict[str, Any]) -> str:
+    """Parity per shadowed route (GET /shadow), or nothing when no route is shadowed."""
+    if not report["routes"]:
+        return ""
+    rows = [("shadowed route", "shadow", "parity", "match", "mismatch", "error", "dropped")]
+    for entry in report["routes"]:
+        counts, parity = entry["counts"], entry["parity"]
+        rows.append(
+            (
+                entry["route"],
+                f"{entry['backend']} {entry['percent']:g}%",
+                "n/a" if parity is None else f"{parity * 100:.1f}%",
+                *(str(counts[key]) for key in ("match", "mismatch", "error", "dropped")),
+            )
+        )
+    return "\n".join(_table(rows))
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -41,11 +68,7 @@ def format_report(report: dict[str, Any]) -> str:
                 describe_age(route["seconds_since_legacy_request"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    lines = _table(rows)
     totals = report["totals"]
     lines.append("")
     lines.append(

@@ -19,7 +19,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: ``$``, then ``.key``, ``.*``, ``[N]``, ``[*]`` or ``..key`` (any depth), repeated.
 _PATH = re.compile(r"\$(\.\.?(\*|[^.\[\]*]+)|\[(\*|\d+)\])*\Z")
 DEFAULT_HEADERS = ("content-type",)
-DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_BODY = 256 * 1024
 MAX_BODY = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
 

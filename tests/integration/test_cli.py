@@ -363,6 +363,17 @@ def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Pat
         # The catalogue answers the same whichever side of the split serves it.
         pages = {httpx.get(f"{gateway}/products?per_page=3").content for _ in range(20)}
         assert len(pages) == 1
+        # ...and its next version, shadowed, differs in one field: the demo's mismatch.
+        (shadowed,) = httpx.get(f"{admin}/shadow").json()["routes"]
+        assert (shadowed["route"], shadowed["backend"]) == ("catalog", "catalog-next")
+        assert wait_for(lambda: httpx.get(f"{admin}/shadow").json()["routes"][0]["mismatches"])
+        mismatch = httpx.get(f"{admin}/shadow").json()["routes"][0]["mismatches"][0]
+        first = mismatch["differences"][0]
+        assert first["path"] == "$.items[0].category"
+        assert first["shadow"] == first["primary"].title() != first["primary"]
+        status = run("status", "--admin", admin)
+        assert "shadowed route" in status.stdout
+        assert re.search(r"^catalog\s+catalog-next 100%\s+0\.0%", status.stdout, re.M)
         page = httpx.get(f"{gateway}/")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "<h1>Shop</h1>" in page.text

@@ -76,7 +76,7 @@ def traffic_gateway(tmp_path: Path) -> Iterator[tuple[int, threading.Event]]:
         "  fn: {function: 'tests.functions:plain_dict'}\n"
         "  broken: {function: 'tests.functions:raises'}\n"
         "routes:\n"
-        "  - {name: old, match: {path: /old}, backend: monolith}\n"
+        "  - {name: old, match: {path: /old}, backend: monolith, shadow: {backend: fn}}\n"
         "  - {name: new, match: {path: /new}, backend: fn}\n"
         "  - {name: err, match: {path: /err}, backend: broken}\n"
         "  - {name: ramp, match: {path: /ramp}, split: {fn: 40, monolith: 60}}\n"

@@ -8,6 +8,8 @@ import contextlib
 import itertools
 import json
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +137,27 @@ def test_a_different_field_is_a_mismatch_with_its_diff(
             {"path": "$.tags[1]", "primary": "b", "shadow": "(absent)"},
         ]
         assert report(admin)["parity"] == 0.0
+        page = httpx.get(f"{admin}/").text
+        assert "<tr data-shadow='r'><td><strong>r</strong></td><td>next (100%)</td>" in page
+        assert "<td class='parity'>0.0%</td>" in page
+        assert "<li><code>$.price</code>: 10 → 12</li>" in page
+        status = subprocess.run(
+            [sys.executable, "-m", "proxy", "status", "--admin", admin],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        assert status[-2].split() == [
+            "shadowed",
+            "route",
+            "shadow",
+            "parity",
+            "match",
+            "mismatch",
+            "error",
+            "dropped",
+        ]
+        assert status[-1].split() == ["r", "next", "100%", "0.0%", "0", "1", "0", "0"]
 
 
 def test_status_and_listed_headers_are_compared(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.table.loader import MAX_TABLE_BYTES, TableError, load_table, parse_table
-from proxy.table.model import CircuitBreaker, Kind, Retries
+from proxy.table.model import CircuitBreaker, Kind, Retries, Shadow
 
 GOOD = """\
 version: 1
@@ -64,6 +64,53 @@ def test_failure_containment_keys_are_read_with_their_defaults() -> None:
     assert r1.retries == Retries(2, frozenset({"timeout"}), frozenset({504}), 0.5, 0.0)
     assert (r2.fallback, r2.fallback_statuses) == ("m", frozenset())
     assert r2.retries == Retries(1, frozenset({"connect_failure", "reset"}), frozenset(), 0.2, 10.0)
+
+
+def test_shadow_is_read_with_its_defaults() -> None:
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends: {m: {url: "http://m"}, n: {url: "http://n"}}
+            routes:
+              - {name: r1, match: {path: /1}, backend: m, shadow: {backend: n}}
+              - name: r2
+                match: {path: /2}
+                backend: m
+                shadow:
+                  backend: n
+                  percent: 12.5
+                  methods: [GET, POST]
+                  headers: [Content-Type, ETag]
+                  ignore: ["$.generated_at", "$.items[*].id", "$..updated"]
+                  learn_noise: true
+                  max_body: 4096
+                  timeout: 2s
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    r1, r2 = table.routes
+    assert r1.shadow == Shadow(
+        "n",
+        10_000,
+        frozenset({"GET", "HEAD", "OPTIONS"}),
+        ("content-type",),
+        (),
+        False,
+        262_144,
+        10.0,
+    )
+    assert r2.shadow == Shadow(
+        "n",
+        1250,
+        frozenset({"GET", "POST"}),
+        ("content-type", "etag"),
+        ("$.generated_at", "$.items[*].id", "$..updated"),
+        True,
+        4096,
+        2.0,
+    )
 
 
 def problems(text: str) -> list[str]:
@@ -381,6 +428,27 @@ BROKEN = {
             "(more than 0, at most 3600s)",
             "t.yaml:4:67: backends.b.circuit_breaker: unknown key 'min_request' (allowed: "
             "failure_ratio, min_requests, open_for, probes, window)",
+        ],
+    ),
+    "shadow": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a"}, b: {url: "http://b"}}
+        routes:
+          - {name: r1, match: {path: /1}, backend: a, shadow: {percent: 10}}
+          - {name: r2, match: {path: /2}, backend: a, shadow: {backend: c, percent: 101}}
+          - {name: r3, match: {path: /3}, backend: a, shadow: {backend: b, methods: [post]}}
+          - {name: r4, match: {path: /4}, backend: a, shadow: {backend: b, ignore: [items.id]}}
+          - {name: r5, match: {path: /5}, backend: a, shadow: {backend: b, max_body: -1}}
+        """,
+        [
+            "t.yaml:4:55: routes[0] (r1).shadow: missing required key 'backend'",
+            "t.yaml:5:65: routes[1] (r2).shadow.backend: unknown backend 'c' (known: a, b)",
+            "t.yaml:5:77: routes[1] (r2).shadow.percent: 101 is not a percentage from 0 to 100 "
+            "with 2 decimals",
+            "t.yaml:6:77: routes[2] (r3).shadow.methods: 'post' is not an upper-case method name",
+            "t.yaml:7:76: routes[3] (r4).shadow.ignore: 'items.id' is not a JSON path",
+            "t.yaml:8:78: routes[4] (r5).shadow.max_body: -1 is out of range (0 to 16777216)",
         ],
     ),
     "wrong shapes": (
