@@ -186,26 +186,46 @@ class _Connection(asyncio.Protocol):
             if name.lower() == b"transfer-encoding":
                 chunked = value.lower().endswith(b"chunked")
         lines.append(b"\r\n")
-        write_timeout = timeouts.get("write")
-        self.transport.write(b"".join(lines))
-        async for chunk in request.stream:  # type: ignore[union-attr]
-            if not chunk:
-                continue
-            if chunked:
-                self.transport.write(b"%X\r\n%b\r\n" % (len(chunk), chunk))
-            else:
-                self.transport.write(chunk)
-            await self._drain(write_timeout)
-        if chunked:
-            self.transport.write(b"0\r\n\r\n")
-        await self._drain(write_timeout)
-        status, headers, reason = await response.head()
+        self._write(b"".join(lines))
+        try:
+            await self._send_body(request, chunked, timeouts.get("write"))
+        except httpx.WriteError as exc:
+            # The upstream stopped reading the body. It may have answered first (a 413 before
+            # the end of an upload, then a close): that answer is the one to pass on. The
+            # connection is not reused either way.
+            self._spoiled = True
+            try:
+                status, headers, reason = await response.head()
+            except httpx.HTTPError:
+                raise exc from None
+        else:
+            status, headers, reason = await response.head()
         return httpx.Response(
             status,
             headers=headers,
             stream=_Body(response, pool),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
+
+    async def _send_body(self, request: httpx.Request, chunked: bool, limit: float | None) -> None:
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            if not chunk:
+                continue
+            self._write(b"%X\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await self._drain(limit)
+        if chunked:
+            self._write(b"0\r\n\r\n")
+        await self._drain(limit)
+
+    def _write(self, data: bytes) -> None:
+        # uvloop raises on a write to a transport the peer has closed (asyncio would drop it).
+        assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise httpx.WriteError("the upstream closed the connection")
+        try:
+            self.transport.write(data)
+        except RuntimeError as exc:
+            raise httpx.WriteError(f"the upstream closed the connection: {exc}") from None
 
     async def _drain(self, limit: float | None) -> None:
         if self.closed:

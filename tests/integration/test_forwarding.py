@@ -409,6 +409,57 @@ def test_a_reused_connection_closed_before_answering_is_retried_once_if_replayab
     assert [r.connection for r in upstream.requests][-1] == 3
 
 
+def test_an_upstream_answering_before_the_upload_ends_is_heard(tmp_path: Path) -> None:
+    """An upstream that refuses an upload after its first bytes (413, then closes): the client
+    gets that 413, not a 502 for the write that failed after it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += connection.recv(65536)
+            connection.recv(65536)  # some of the body, not all of it
+            connection.sendall(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n"
+                b"Connection: close\r\n\r\ntoo big!"
+            )
+            connection.shutdown(socket.SHUT_WR)
+            time.sleep(0.2)  # then close with the rest unread: the gateway's writes fail
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    config = write_table(
+        tmp_path / "routes.yaml", {"up": f"{{url: 'http://127.0.0.1:{listener.getsockname()[1]}'}}"}
+    )
+    size = 16 * 1024 * 1024
+    with running_gateway(config) as (_, servers):
+        client = socket.create_connection(("127.0.0.1", servers.port("gateway")), timeout=10)
+        client.sendall(b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size)
+        sender = threading.Thread(target=_send_zeros, args=(client, size), daemon=True)
+        sender.start()
+        answer_bytes = b""
+        while b"too big!" not in answer_bytes:
+            data = client.recv(65536)
+            assert data, answer_bytes
+            answer_bytes += data
+        client.close()
+    thread.join(5)
+    listener.close()
+    assert answer_bytes.startswith(b"HTTP/1.1 413 ")
+    assert answer_bytes.endswith(b"\r\n\r\ntoo big!")
+
+
+def _send_zeros(sock: socket.socket, size: int) -> None:
+    chunk = bytes(65536)
+    try:
+        for _ in range(size // len(chunk)):
+            sock.sendall(chunk)
+    except OSError:
+        pass
+
+
 def test_interim_responses_from_the_upstream_are_not_passed_on(proxy_to: ProxyTo) -> None:
     upstream, port = proxy_to(
         answer(
