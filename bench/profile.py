@@ -2,7 +2,7 @@
 for five seconds while wrk drives the benchmark's 100-byte scenario, then the samples are
 grouped by the innermost frame that says what the work was.
 
-    .venv/bin/python bench/profile.py [PATH]      (py-spy comes with the dev extra)
+    .venv/bin/python bench/profile.py [PATH [CONNECTIONS]]   (py-spy: the dev extra)
 
 Uses bench/run.py's servers (nginx upstream, strangler with its 20-route table).
 """
@@ -63,39 +63,51 @@ def classify(frames: list[str]) -> str:
 
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else "/api/catalog/items"
+    connections = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as temp:
         samples = Path(temp) / "samples.txt"
         with run.servers(Path(temp), {"strangler"}) as running:
             server = running["strangler"]
             run.run_wrk(server, path, 8, 1)
             wrk = subprocess.Popen(
-                ["wrk", "-t2", "-c32", "-d8s", "-H", "Cookie: sid=bench-user", server.url + path],
+                [
+                    "wrk",
+                    "-t2",
+                    f"-c{connections}",
+                    "-d8s",
+                    "-H",
+                    "Cookie: sid=bench-user",
+                    server.url + path,
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(1)
-            subprocess.run(
-                [
-                    "py-spy",
-                    "record",
-                    "--pid",
-                    str(server.process.pid),
-                    "-d",
-                    "5",
-                    "-r",
-                    "200",
-                    "--native",
-                    "--format",
-                    "raw",
-                    "-o",
-                    str(samples),
-                ],
-                check=True,
-                capture_output=True,
-            )
-            print(
-                next(line for line in wrk.communicate()[0].splitlines() if "Requests/sec" in line)
-            )
+            try:
+                time.sleep(1)
+                subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(server.process.pid),
+                        "-d",
+                        "5",
+                        "-r",
+                        "200",
+                        "--native",
+                        "--format",
+                        "raw",
+                        "-o",
+                        str(samples),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+                print(next(line for line in wrk.communicate()[0].splitlines() if "/sec" in line))
+            finally:
+                if wrk.poll() is None:
+                    wrk.kill()
+                    wrk.wait()
         shares: collections.Counter[str] = collections.Counter()
         for line in samples.read_text().splitlines():
             stack, count = line.rsplit(" ", 1)

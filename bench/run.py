@@ -318,6 +318,9 @@ def servers(directory: Path, wanted: set[str]) -> Iterator[dict[str, Server]]:
                     "--log-level",
                     "warning",
                     "--no-watch",
+                    # Nothing in front of it to notice a drain: stop at once.
+                    "--shutdown-grace",
+                    "0",
                 ],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -329,14 +332,13 @@ def servers(directory: Path, wanted: set[str]) -> Iterator[dict[str, Server]]:
             wait_until_serving(server.url + "/api/catalog/items")
         yield found
     finally:
-        # Proxies first, the upstream last, so nothing in flight meets a closing upstream.
-        started.reverse()
-        for process in started:
+        # Proxies first, each gone before the next, the upstream last: nothing still serving
+        # meets a closed upstream.
+        for process in reversed(started):
             if process.poll() is None:
                 process.send_signal(
                     signal.SIGTERM if process.args[0] != "nginx" else signal.SIGQUIT
                 )
-        for process in started:
             try:
                 process.wait(timeout=40)
             except subprocess.TimeoutExpired:
