@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,6 +16,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from proxy.matching import compile_pattern
+from proxy.table import values
 from proxy.table.model import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FUNCTION_CONCURRENCY,
@@ -40,7 +41,6 @@ MAX_TABLE_BYTES = 1024 * 1024
 MAX_TIMEOUT = 3600.0
 
 _NAME = re.compile(r"[a-z0-9_-]{1,63}\Z")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _FUNCTION_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
 
@@ -343,14 +343,8 @@ def _read_target(
         reader.error(node, f"{where}: exactly one of backend, split is required")
         return None
     if "backend" in entries:
-        value_node = entries["backend"][1]
-        name = reader.string(value_node, f"{where}.backend")
-        if name is None:
-            return None
-        if name not in backends:
-            reader.error(value_node, f"{where}.backend: unknown backend {name!r}{_known(backends)}")
-            return None
-        return ((name, WEIGHT_SCALE),)
+        name = values.backend(reader, f"{where}.backend", entries["backend"][1], backends)
+        return None if name is None else ((name, WEIGHT_SCALE),)
     split_node = entries["split"][1]
     shares = reader.mapping(split_node, f"{where}.split")
     if shares is None:
@@ -362,9 +356,11 @@ def _read_target(
     ok = True
     for name, (key_node, value_node) in shares.items():
         if name not in backends:
-            reader.error(key_node, f"{where}.split: unknown backend {name!r}{_known(backends)}")
+            reader.error(
+                key_node, f"{where}.split: unknown backend {name!r}{values.known(backends)}"
+            )
             ok = False
-        weight = _weight(reader, f"{where}.split.{name}", value_node)
+        weight = values.percentage(reader, f"{where}.split.{name}", value_node)
         if weight is None:
             ok = False
             continue
@@ -374,25 +370,6 @@ def _read_target(
         reader.error(split_node, f"{where}.split: weights must sum to 100, not {total:f}")
         ok = False
     return tuple(result) if ok else None
-
-
-def _weight(reader: NodeReader, where: str, node: Node) -> int | None:
-    text = reader.number_text(node, where)
-    if text is None:
-        return None
-    try:
-        value = Decimal(text.replace("_", ""))
-    except InvalidOperation:
-        reader.error(node, f"{where}: {text!r} is not a percentage")
-        return None
-    if not value.is_finite() or not 0 <= value <= 100:
-        reader.error(node, f"{where}: {text} is out of range (0 to 100)")
-        return None
-    basis_points = value * 100
-    if basis_points != basis_points.to_integral_value():
-        reader.error(node, f"{where}: {text} has more than 2 decimals")
-        return None
-    return int(basis_points)
 
 
 def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
@@ -411,7 +388,9 @@ def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
             except ValueError as exc:
                 reader.error(path_node, f"{where}.match.path: {path!r}: {exc}")
                 path = None
-    methods = _read_methods(reader, where, entries["methods"][1]) if "methods" in entries else None
+    methods = None
+    if "methods" in entries:
+        methods = values.methods(reader, f"{where}.match.methods", entries["methods"][1])
     host = None
     if "host" in entries:
         host_node = entries["host"][1]
@@ -429,7 +408,7 @@ def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
     if "headers" in entries:
         header_entries = reader.mapping(entries["headers"][1], f"{where}.match.headers")
         for header, (key_node, value_node) in (header_entries or {}).items():
-            if not _TOKEN.match(header):
+            if not values.TOKEN.match(header):
                 reader.error(key_node, f"{where}.match.headers: {header!r} is not a header name")
                 continue
             value = reader.string(value_node, f"{where}.match.headers.{header}")
@@ -438,30 +417,6 @@ def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
     if path is None:
         return None
     return Match(path, methods, host, tuple(headers))
-
-
-def _read_methods(reader: NodeReader, where: str, node: Node) -> frozenset[str] | None:
-    items = reader.sequence(node, f"{where}.match.methods")
-    if items is None:
-        return None
-    if not items:
-        reader.error(node, f"{where}.match.methods: list at least one method, or leave it out")
-    methods: set[str] = set()
-    for item in items:
-        method = reader.string(item, f"{where}.match.methods")
-        if method is None:
-            continue
-        if not _TOKEN.match(method):
-            reader.error(item, f"{where}.match.methods: {method!r} is not a method name")
-        elif method != method.upper():
-            reader.error(
-                item,
-                f"{where}.match.methods: methods are case-sensitive; "
-                f"did you mean {method.upper()!r}?",
-            )
-        else:
-            methods.add(method)
-    return frozenset(methods)
 
 
 def _read_sticky(reader: NodeReader, where: str, node: Node) -> Sticky | None:
@@ -475,7 +430,7 @@ def _read_sticky(reader: NodeReader, where: str, node: Node) -> Sticky | None:
     source = sources[0]
     value_node = entries[source][1]
     name = reader.string(value_node, f"{where}.sticky.{source}")
-    if name is not None and not _TOKEN.match(name):
+    if name is not None and not values.TOKEN.match(name):
         reader.error(value_node, f"{where}.sticky.{source}: {name!r} is not a valid {source} name")
         name = None
     set_cookie = False
@@ -489,7 +444,3 @@ def _read_sticky(reader: NodeReader, where: str, node: Node) -> Sticky | None:
     if source == "cookie":
         return Sticky(cookie=name, header=None, set_cookie=set_cookie)
     return Sticky(cookie=None, header=name.lower(), set_cookie=False)
-
-
-def _known(backends: dict[str, Backend]) -> str:
-    return f" (known: {', '.join(backends)})" if backends else ""

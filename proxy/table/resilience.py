@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from yaml.nodes import MappingNode, Node
 
+from proxy.table import values
 from proxy.table.model import RETRY_CONDITIONS, CircuitBreaker, Retries
 from proxy.table.yamlnodes import NodeReader
 
@@ -49,12 +50,7 @@ def read_fallback(
         where = f"{where}.fallback.backend"
     else:
         where = f"{where}.fallback"
-    name = reader.string(name_node, where)
-    if name is not None and name not in backends:
-        known = f" (known: {', '.join(backends)})" if backends else ""
-        reader.error(name_node, f"{where}: unknown backend {name!r}{known}")
-        return None, statuses
-    return name, statuses
+    return values.backend(reader, where, name_node, backends), statuses
 
 
 def read_retries(reader: NodeReader, where: str, node: Node) -> Retries | None:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from decimal import Decimal, InvalidOperation
 
 from yaml.nodes import Node
 
+from proxy.table import values
 from proxy.table.model import SAFE_METHODS, WEIGHT_SCALE, Shadow
 from proxy.table.yamlnodes import NodeReader
 
 _KEYS = frozenset(
     {"backend", "percent", "methods", "headers", "ignore", "learn_noise", "max_body", "timeout"}
 )
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: ``$``, then ``.key``, ``.*``, ``[N]``, ``[*]`` or ``..key`` (any depth), repeated.
 _PATH = re.compile(r"\$(\.\.?(\*|[^.\[\]*]+)|\[(\*|\d+)\])*\Z")
 DEFAULT_HEADERS = ("content-type",)
@@ -35,24 +34,21 @@ def read_shadow(
     if "backend" not in entries:
         reader.error(node, f"{where}: missing required key 'backend'")
     else:
-        backend_node = entries["backend"][1]
-        backend = reader.string(backend_node, f"{where}.backend")
-        if backend is not None and backend not in backends:
-            known = f" (known: {', '.join(backends)})" if backends else ""
-            reader.error(backend_node, f"{where}.backend: unknown backend {backend!r}{known}")
-            backend = None
+        backend = values.backend(reader, f"{where}.backend", entries["backend"][1], backends)
     percent = WEIGHT_SCALE
     if "percent" in entries:
-        percent = _percent(reader, f"{where}.percent", entries["percent"][1]) or 0
+        percent = values.percentage(reader, f"{where}.percent", entries["percent"][1]) or 0
     methods = SAFE_METHODS
     if "methods" in entries:
-        methods = _methods(reader, f"{where}.methods", entries["methods"][1])
+        methods = values.methods(reader, f"{where}.methods", entries["methods"][1]) or methods
     headers: tuple[str, ...] = DEFAULT_HEADERS
     if "headers" in entries:
         headers = tuple(
             name.lower()
             for name in _strings(reader, f"{where}.headers", entries["headers"][1])
-            if _valid(reader, entries["headers"][1], f"{where}.headers", name, _TOKEN, "header")
+            if _valid(
+                reader, entries["headers"][1], f"{where}.headers", name, values.TOKEN, "header"
+            )
         )
     ignore: tuple[str, ...] = ()
     if "ignore" in entries:
@@ -75,32 +71,6 @@ def read_shadow(
     if backend is None:
         return None
     return Shadow(backend, percent, methods, headers, ignore, learn_noise, max_body, timeout)
-
-
-def _percent(reader: NodeReader, where: str, node: Node) -> int | None:
-    text = reader.number_text(node, where)
-    if text is None:
-        return None
-    try:
-        value = Decimal(text.replace("_", ""))
-    except InvalidOperation:
-        reader.error(node, f"{where}: {text!r} is not a percentage")
-        return None
-    basis_points = value * 100
-    if not 0 <= value <= 100 or basis_points != basis_points.to_integral_value():
-        reader.error(node, f"{where}: {text} is not a percentage from 0 to 100 with 2 decimals")
-        return None
-    return int(basis_points)
-
-
-def _methods(reader: NodeReader, where: str, node: Node) -> frozenset[str]:
-    methods = set()
-    for method in _strings(reader, where, node):
-        if not _TOKEN.match(method) or method != method.upper():
-            reader.error(node, f"{where}: {method!r} is not an upper-case method name")
-        else:
-            methods.add(method)
-    return frozenset(methods)
 
 
 def _strings(reader: NodeReader, where: str, node: Node) -> list[str]:

@@ -444,9 +444,9 @@ BROKEN = {
         [
             "t.yaml:4:55: routes[0] (r1).shadow: missing required key 'backend'",
             "t.yaml:5:65: routes[1] (r2).shadow.backend: unknown backend 'c' (known: a, b)",
-            "t.yaml:5:77: routes[1] (r2).shadow.percent: 101 is not a percentage from 0 to 100 "
-            "with 2 decimals",
-            "t.yaml:6:77: routes[2] (r3).shadow.methods: 'post' is not an upper-case method name",
+            "t.yaml:5:77: routes[1] (r2).shadow.percent: 101 is out of range (0 to 100)",
+            "t.yaml:6:78: routes[2] (r3).shadow.methods: methods are case-sensitive; "
+            "did you mean 'POST'?",
             "t.yaml:7:76: routes[3] (r4).shadow.ignore: 'items.id' is not a JSON path",
             "t.yaml:8:78: routes[4] (r5).shadow.max_body: -1 is out of range (0 to 16777216)",
         ],
