@@ -40,7 +40,7 @@ from proxy.settings import Limits
 from proxy.shadow import ResponseTap, Shadower
 from proxy.table import model
 from proxy.table.compile import CompiledRoute, CompiledTable
-from proxy.table.model import WEIGHT_SCALE
+from proxy.table.model import IDEMPOTENT_METHODS, WEIGHT_SCALE
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
 #: for the whole site, a year, not readable by scripts.
@@ -185,8 +185,6 @@ class Gateway:
         return route.split.pick_for_key(key)
 
 
-#: Methods that may be sent again whatever happened to the first attempt (RFC 9110 §9.2.2).
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 #: A response held back while deciding whether to try elsewhere (its status is listed in
 #: ``statuses``) must fit in this; a larger one goes to the client as it is.
 HELD_RESPONSE_LIMIT = 64 * 1024
@@ -297,15 +295,21 @@ def _held_statuses(
     """The upstream statuses that would send this attempt's request elsewhere, so its response
     is held back: only for an idempotent request without a body (a body is spent once sent),
     and never on the fallback, the last resort."""
-    if on_fallback or request.body is not None or request.method not in IDEMPOTENT:
+    if (
+        not route.held_statuses
+        or on_fallback
+        or request.body is not None
+        or request.method not in IDEMPOTENT_METHODS
+    ):
         return _NOTHING
-    statuses = _NOTHING
-    if route.fallback is not None and route.fallback is not backend:
-        statuses = route.fallback_statuses
-    retries = route.retries
-    if retries is not None and retried < retries.attempts and retries.statuses:
-        statuses = statuses | retries.statuses
-    return statuses
+    if route.fallback is backend:
+        # Chosen by the split and failing: only retries could try again.
+        return route.retry_statuses if _may_retry(route, retried) else _NOTHING
+    return route.held_statuses if _may_retry(route, retried) else route.fallback_statuses
+
+
+def _may_retry(route: CompiledRoute, retried: int) -> bool:
+    return route.retries is not None and retried < route.retries.attempts
 
 
 def _retry_reason(retries: model.Retries, method: str, error: GatewayError) -> str | None:
@@ -314,7 +318,7 @@ def _retry_reason(retries: model.Retries, method: str, error: GatewayError) -> s
     listed status only for idempotent ones (the backend may have acted on the request)."""
     if isinstance(error, UpstreamUnavailable) and error.never_sent:
         return "connect_failure" if "connect_failure" in retries.on else None
-    if method not in IDEMPOTENT:
+    if method not in IDEMPOTENT_METHODS:
         return None
     if isinstance(error, UpstreamStatus):
         return "status" if error.status in retries.statuses else None
@@ -335,7 +339,7 @@ def _may_fall_back(
         return None
     if isinstance(error, UpstreamStatus):
         return fallback if error.status in route.fallback_statuses else None
-    if request.method in IDEMPOTENT or error.never_sent:
+    if request.method in IDEMPOTENT_METHODS or error.never_sent:
         return fallback
     return None
 

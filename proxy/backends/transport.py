@@ -27,6 +27,8 @@ import certifi
 import httptools
 import httpx
 
+from proxy.table.model import IDEMPOTENT_METHODS
+
 #: Idle connections kept per upstream (host, port); more are closed when returned.
 MAX_IDLE_PER_ORIGIN = 256
 #: An idle connection older than this is closed rather than reused: the upstream may be
@@ -49,20 +51,20 @@ class PooledTransport(httpx.AsyncBaseTransport):
         port = url.port or (443 if url.scheme == "https" else 80)
         origin = (url.scheme, url.host, port)
         connection = self._take(origin)
-        if connection is not None and _replayable(request):
+        if connection is not None:
             try:
                 return await connection.exchange(request, timeouts, self)
             except _NothingReceived:
                 # The upstream closed this idle connection just as it was reused, before any
-                # byte of an answer: the request is sent again, once, on a new connection
-                # (as Go's client and nginx's proxy_next_upstream do for such requests).
+                # byte of an answer: a request that may be sent twice is sent again, once, on a
+                # new connection (as Go's client and nginx's proxy_next_upstream do).
                 connection.close()
-                connection = None
+                if not _replayable(request):
+                    raise
             except BaseException:
                 connection.close()
                 raise
-        if connection is None:
-            connection = await self._connect(origin, timeouts.get("connect"))
+        connection = await self._connect(origin, timeouts.get("connect"))
         try:
             return await connection.exchange(request, timeouts, self)
         except BaseException:
@@ -415,16 +417,13 @@ class _NothingReceived(httpx.RemoteProtocolError):
 def _replayable(request: httpx.Request) -> bool:
     """Whether a request may be sent twice: idempotent, and without a body (one streamed from
     the client cannot be sent again)."""
-    if request.method not in _IDEMPOTENT:
+    if request.method not in IDEMPOTENT_METHODS:
         return False
     for name, value in request.headers.raw:
         lowered = name.lower()
         if lowered == b"transfer-encoding" or (lowered == b"content-length" and value != b"0"):
             return False
     return True
-
-
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class _Body(httpx.AsyncByteStream):

@@ -95,6 +95,10 @@ class CompiledRoute:
     #: Upstream statuses after which the fallback answers instead.
     fallback_statuses: frozenset[int] = frozenset()
     retries: model.Retries | None = None
+    #: Upstream statuses after which the same backend is tried again.
+    retry_statuses: frozenset[int] = frozenset()
+    #: Either kind: a response with one of these is held back while it may be replaced.
+    held_statuses: frozenset[int] = frozenset()
     #: The route's own, when it retries.
     budget: RetryBudget | None = None
     shadow: CompiledShadow | None = None
@@ -226,6 +230,8 @@ def _compile_route(
     methods = sorted(match.methods) if match.methods is not None else []
     method_key = methods[0] if len(methods) == 1 else "ANY"
     route_metrics = metrics.bind_route(route.name, bound)
+    fallback_statuses = route.fallback_statuses if fallback is not None else frozenset[int]()
+    retry_statuses = route.retries.statuses if route.retries is not None else frozenset[int]()
     shadow = None
     if route.shadow is not None:
         shadow = CompiledShadow(
@@ -252,8 +258,10 @@ def _compile_route(
         route_key=f"{method_key} {match.path}",
         metrics=route_metrics,
         fallback=fallback,
-        fallback_statuses=route.fallback_statuses if fallback is not None else frozenset(),
+        fallback_statuses=fallback_statuses,
         retries=route.retries,
+        retry_statuses=retry_statuses,
+        held_statuses=fallback_statuses | retry_statuses,
         budget=(
             RetryBudget(route.retries.budget_ratio, route.retries.budget_min_per_second)
             if route.retries is not None

@@ -109,8 +109,11 @@ class Retries:
     budget_min_per_second: float
 
 
-#: Methods mirrored when a shadow lists none: they must not change anything.
+#: Methods that must not change anything (RFC 9110 §9.2.1): what a shadow mirrors by default.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Methods that may be sent again whatever happened to the first attempt (RFC 9110 §9.2.2):
+#: what retries and fallbacks may repeat.
+IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE", "TRACE"}
 
 
 @dataclass(frozen=True, slots=True)
