@@ -122,18 +122,22 @@ def error_body(error: GatewayError, request_id: str) -> bytes:
     ).encode()
 
 
+def error_headers(body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"cache-control", b"no-store"),
+    ]
+
+
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
     body = error_body(error, request_id)
     await send(
         {
             "type": "http.response.start",
             "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                (b"cache-control", b"no-store"),
-            ],
+            "headers": error_headers(body, request_id),
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})

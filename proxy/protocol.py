@@ -16,14 +16,21 @@ only stops what they would never get to see.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from asyncio import TimerHandle
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proxy.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    RequestTimeout,
+    error_body,
+    error_headers,
+)
 from proxy.settings import DEFAULT_HEAD_TIMEOUT, Limits
 
 DEFAULT_MAX_HEAD_BYTES = 1024 * 1024
@@ -45,17 +52,14 @@ class HeadGuard:
         return cls(timeout, limits.max_uri_bytes + limits.max_header_bytes + 16 * 1024)
 
 
-def _error_response(status: str, code: str, message: str) -> bytes:
+def _error_response(error: GatewayError) -> bytes:
+    """The gateway's JSON error (CONTRACT §5), written by hand: no ASGI cycle exists yet."""
     request_id = str(uuid.uuid4())
-    body = json.dumps(
-        {"error": code, "message": message, "request_id": request_id},
-        separators=(",", ":"),
-    ).encode()
-    head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    body = error_body(error, request_id)
+    lines = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}".encode()]
+    lines += [name + b": " + value for name, value in error_headers(body, request_id)]
+    lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -87,9 +91,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
             self._refuse(
-                "431 Request Header Fields Too Large",
-                "headers_too_large",
-                f"the request head is longer than {self.max_head_bytes} bytes",
+                HeadersTooLarge(f"the request head is longer than {self.max_head_bytes} bytes")
             )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -128,11 +130,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        self._refuse(
-            "408 Request Timeout", "request_timeout", "the request head did not arrive in time"
-        )
+        self._refuse(RequestTimeout("the request head did not arrive in time"))
 
-    def _refuse(self, status: str, code: str, message: str) -> None:
+    def _refuse(self, error: GatewayError) -> None:
         """Answer and close. Closing a socket with unread input makes the kernel reset the
         connection, and a client still sending would lose the answer; so, as NGINX's
         lingering close, the write side is shut and what arrives is discarded for a while."""
@@ -141,7 +141,7 @@ class GuardedProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing() or self._lingering is not None:
             return
-        transport.write(_error_response(status, code, message))
+        transport.write(_error_response(error))
         if not transport.can_write_eof():
             transport.close()
             return
