@@ -37,7 +37,7 @@ from proxy.matching import BadPath, match_segments, normalise_path, request_host
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
 from proxy.settings import Limits
-from proxy.shadow import ResponseTap, Shadower
+from proxy.shadow import BodyCopy, ResponseTap, Shadower
 from proxy.table import model
 from proxy.table.compile import CompiledRoute, CompiledTable
 from proxy.table.model import IDEMPOTENT_METHODS, WEIGHT_SCALE
@@ -152,8 +152,8 @@ class Gateway:
             if job is not None:
                 # Copies of what passes, for the comparison; the request itself is untouched.
                 exchange.tap = job.tap
-                if job.body is not None:
-                    request.body = job.body
+                if isinstance(request.body, _Body):
+                    request.body.copy = job.body
         if request.body is None:
             watch.start()
         route_metrics = route.metrics
@@ -346,7 +346,7 @@ def _may_fall_back(
 
 def _body_spent(request: ProxyRequest) -> bool:
     """Whether the request body has started to be read (then it cannot be sent again)."""
-    return bool(getattr(request.body, "started", False))
+    return isinstance(request.body, _Body) and request.body.started
 
 
 def _where(request: ProxyRequest, answered: list[BackendMetrics]) -> str:
@@ -453,24 +453,25 @@ class _DisconnectWatch:
 
 
 class _Body:
-    """The request body as it arrives, and whether anyone has started reading it (then it
-    cannot be sent again, to a fallback)."""
+    """The request body as it arrives, whether anyone has started reading it (then it cannot
+    be sent again, to a fallback), and where a shadow's copy of it goes."""
 
-    __slots__ = ("_idle_timeout", "_receive", "_watch", "started")
+    __slots__ = ("_idle_timeout", "_receive", "_watch", "copy", "started")
 
     def __init__(self, receive: Receive, watch: _DisconnectWatch, idle_timeout: float) -> None:
         self._receive = receive
         self._watch = watch
         self._idle_timeout = idle_timeout
         self.started = False
+        self.copy: BodyCopy | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
-        return _body(self._receive, self._watch, self._idle_timeout)
+        return _body(self._receive, self._watch, self._idle_timeout, self.copy)
 
 
 async def _body(
-    receive: Receive, watch: _DisconnectWatch, idle_timeout: float
+    receive: Receive, watch: _DisconnectWatch, idle_timeout: float, copy: BodyCopy | None
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives; the disconnect watch starts once it is complete. A
     client that sends nothing for ``idle_timeout`` seconds mid-body gets 408."""
@@ -485,8 +486,12 @@ async def _body(
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk: bytes = message.get("body", b"")
+        if copy is not None:
+            copy.add(chunk)
         if not message.get("more_body", False):
             watch.start()
+            if copy is not None:
+                copy.finish()
             if chunk:
                 yield chunk
             return

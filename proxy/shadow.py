@@ -2,10 +2,10 @@
 is compared with the one the client got (docs/shadow.md).
 
 The client's request is never slowed: the gateway only copies what passes (the request body
-and the primary's response, each up to ``max_body``) and hands a job to a bounded queue; a few
-worker tasks send the copy, wait for the primary to finish, and compare. A full queue drops the
-job (counted). Results are counted per route and backend, and the last mismatches of each route
-are kept with their differences.
+as the primary reads it, and the primary's response, each up to ``max_body``) and hands a job
+to a bounded queue; a few worker tasks send the copy, wait for the primary to finish, and
+compare. A full queue drops the job (counted). Results are counted per route and backend, and
+the last mismatches of each route are kept with their differences.
 """
 
 from __future__ import annotations
@@ -85,35 +85,27 @@ class ResponseTap:
         self.record(message)
 
 
-class BodyTap:
-    """The request body passed on to the primary, and copied (up to ``limit``) for the
-    shadow."""
+class BodyCopy:
+    """A copy of the request body as the primary reads it, up to ``limit`` bytes; ``done`` once
+    the whole body has been read (never, when the primary stopped early)."""
 
-    __slots__ = ("_inner", "_limit", "copy", "done", "started", "too_large")
+    __slots__ = ("_limit", "copy", "done", "too_large")
 
-    def __init__(self, inner: Any, limit: int) -> None:
-        self._inner = inner
+    def __init__(self, limit: int) -> None:
         self._limit = limit
         self.copy = bytearray()
         self.too_large = False
-        self.started = False
-        self.done = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
-        return self._iterate()
+    def add(self, chunk: bytes) -> None:
+        if len(self.copy) + len(chunk) > self._limit:
+            self.too_large = True
+        elif not self.too_large:
+            self.copy += chunk
 
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                if len(self.copy) + len(chunk) > self._limit:
-                    self.too_large = True
-                elif not self.too_large:
-                    self.copy += chunk
-                yield chunk
-        finally:
-            if not self.done.done():
-                self.done.set_result(None)
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 @dataclass(slots=True)
@@ -122,7 +114,7 @@ class Job:
     shadow: CompiledShadow
     request: ProxyRequest
     primary_backend: Backend
-    body: BodyTap | None
+    body: BodyCopy | None
     tap: ResponseTap
     primary_done: asyncio.Future[bool]
 
@@ -169,7 +161,7 @@ class Shadower:
             self._count(route, shadow, "dropped")
             return None
         limit = shadow.spec.max_body
-        body = BodyTap(request.body, limit) if request.body is not None else None
+        body = BodyCopy(limit) if request.body is not None else None
         job = Job(
             route,
             shadow,
@@ -197,8 +189,10 @@ class Shadower:
         spec = job.shadow.spec
         body = b""
         if job.body is not None:
-            # The copy is complete once the primary has read the whole body.
-            if not await _wait(job.body.done, spec.timeout) or job.body.too_large:
+            # The copy is complete once the primary has read the whole body; a primary that
+            # finished without reading it all leaves nothing to mirror.
+            await _first(job.body.done, job.primary_done, spec.timeout)
+            if not job.body.done.done() or job.body.too_large:
                 return "dropped"
             body = bytes(job.body.copy)
         mirrored = await _call(job.shadow.backend, job.request, body, spec)
@@ -335,6 +329,11 @@ def _header(captured: Captured, name: str) -> str | None:
 def _bytes(body: bytearray) -> str:
     text = bytes(body[:200]).decode("utf-8", "replace")
     return text + ("…" if len(body) > 200 else "") + f" ({len(body)} bytes)"
+
+
+async def _first(one: asyncio.Future[Any], other: asyncio.Future[Any], seconds: float) -> None:
+    """Until either future is done, or ``seconds`` have passed."""
+    await asyncio.wait((one, other), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _wait(future: asyncio.Future[Any], seconds: float) -> bool:

@@ -56,13 +56,14 @@ PRODUCT = {"id": 7, "name": "Lamp", "price": 10, "tags": ["a", "b"]}
 
 @contextlib.contextmanager
 def gateway(
-    tmp_path: Path, primary: RawUpstream, shadow: RawUpstream, spec: str
+    tmp_path: Path, primary: str, shadow: str, spec: str
 ) -> Iterator[tuple[Application, ThreadedServers]]:
+    """A gateway whose one route goes to the ``primary`` URL and is shadowed to ``shadow``."""
     config = tmp_path / "routes.yaml"
     config.write_text(
         "version: 1\nbackends:\n"
-        f"  primary: {{url: '{primary.url}', kind: legacy}}\n"
-        f"  next: {{url: '{shadow.url}'}}\n"
+        f"  primary: {{url: '{primary}', kind: legacy}}\n"
+        f"  next: {{url: '{shadow}'}}\n"
         "routes:\n"
         "  - {name: r, match: {path: /}, backend: primary,\n"
         f"     shadow: {{backend: next, {spec}}}}}\n"
@@ -105,7 +106,7 @@ def test_an_identical_answer_in_another_key_order_matches(
     primary = start(upstreams, always(json_answer(PRODUCT)))
     reordered = dict(reversed(list(PRODUCT.items())))
     shadow = start(upstreams, always(json_answer(reordered)))
-    with gateway(tmp_path, primary, shadow, "percent: 100") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(5):
             assert get(port) == (200, json.dumps(PRODUCT).encode())
@@ -124,7 +125,7 @@ def test_a_different_field_is_a_mismatch_with_its_diff(
 ) -> None:
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, always(json_answer({**PRODUCT, "price": 12, "tags": ["a"]})))
-    with gateway(tmp_path, primary, shadow, "percent: 100") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         assert get(port, "/products/7?x=1") == (200, json.dumps(PRODUCT).encode())
         assert settled(admin, 1) == {"match": 0, "mismatch": 1, "error": 0, "dropped": 0}
@@ -170,7 +171,7 @@ def test_status_and_listed_headers_are_compared(
         upstreams,
         always(response("404 Not Found", [("Content-Length", "2"), ("X-V", "2")], b"ok")),
     )
-    with gateway(tmp_path, primary, shadow, "headers: [X-V, content-type]") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "headers: [X-V, content-type]") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         assert get(port) == (200, b"ok")
         settled(admin, 1)
@@ -189,7 +190,7 @@ def test_ignore_rules_leave_out_fields_that_legitimately_differ(
     primary = start(upstreams, always(json_answer(listing)))
     shadow = start(upstreams, always(json_answer(other)))
     spec = "ignore: ['$.generated_at', '$.items[*].seen']"
-    with gateway(tmp_path, primary, shadow, spec) as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, spec) as (_, servers):
         assert get(servers.port("gateway"))[0] == 200
         assert settled(servers.url("admin"), 1)["match"] == 1
         assert report(servers.url("admin"))["ignored"] == ["$.generated_at", "$.items[*].seen"]
@@ -205,7 +206,7 @@ def test_noise_is_learnt_from_two_answers_of_the_primary(
 
     primary = start(upstreams, stamped)
     shadow = start(upstreams, always(json_answer({**PRODUCT, "served_at": -1})))
-    with gateway(tmp_path, primary, shadow, "learn_noise: true") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "learn_noise: true") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(3):
             assert get(port)[0] == 200
@@ -219,7 +220,7 @@ def test_without_noise_learning_the_same_field_is_a_mismatch(
 ) -> None:
     primary = start(upstreams, always(json_answer({**PRODUCT, "served_at": 1})))
     shadow = start(upstreams, always(json_answer({**PRODUCT, "served_at": 2})))
-    with gateway(tmp_path, primary, shadow, "percent: 100") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         assert get(servers.port("gateway"))[0] == 200
         assert settled(servers.url("admin"), 1)["mismatch"] == 1
 
@@ -235,7 +236,7 @@ def test_the_client_never_waits_for_a_slow_shadow(
 
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, held)
-    with gateway(tmp_path, primary, shadow, "timeout: 20s") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "timeout: 20s") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         # The answer arrives while the shadow still holds its copy of the request.
         assert get(port) == (200, json.dumps(PRODUCT).encode())
@@ -253,7 +254,7 @@ def test_a_failing_shadow_changes_nothing_for_the_client(
 
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, reset)
-    with gateway(tmp_path, primary, shadow, "percent: 100") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(3):
             assert get(port) == (200, json.dumps(PRODUCT).encode())
@@ -266,12 +267,12 @@ def test_unsafe_methods_are_mirrored_only_when_listed(
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, always(json_answer(PRODUCT)))
     post = b"POST /orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello"
-    with gateway(tmp_path, primary, shadow, "percent: 100") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         assert RawClient(servers.port("gateway")).request(post).status == 200
         assert get(servers.port("gateway"))[0] == 200
         assert settled(servers.url("admin"), 1)["match"] == 1
         assert [r.request_line for r in shadow.requests] == ["GET /products/7 HTTP/1.1"]
-    with gateway(tmp_path, primary, shadow, "methods: [POST]") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "methods: [POST]") as (_, servers):
         assert RawClient(servers.port("gateway")).request(post).status == 200
         assert settled(servers.url("admin"), 1)["match"] == 1
         assert shadow.requests[-1].request_line == "POST /orders HTTP/1.1"
@@ -284,7 +285,7 @@ def test_sampling_stays_within_binomial_bounds(
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, always(json_answer(PRODUCT)))
     total, share = 400, 0.3
-    with gateway(tmp_path, primary, shadow, "percent: 30") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "percent: 30") as (_, servers):
         client = RawClient(servers.port("gateway"))
         for _ in range(total):
             assert client.request(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").status == 200
@@ -307,7 +308,7 @@ def test_a_flood_of_mismatches_keeps_memory_bounded_and_the_queue_drops(
     primary = start(upstreams, always(json_answer(PRODUCT)))
     shadow = start(upstreams, held)
     total = 150
-    with gateway(tmp_path, primary, shadow, "timeout: 30s") as (_, servers):
+    with gateway(tmp_path, primary.url, shadow.url, "timeout: 30s") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         client = RawClient(port)
         for _ in range(total):
@@ -323,3 +324,23 @@ def test_a_flood_of_mismatches_keeps_memory_bounded_and_the_queue_drops(
         assert (
             metric(admin, "strangler_shadow_requests_total", **labels, result="dropped") == dropped
         )
+
+
+def test_a_body_the_primary_never_read_is_not_mirrored(
+    tmp_path: Path, upstreams: list[RawUpstream]
+) -> None:
+    shadow = start(upstreams, always(json_answer(PRODUCT)))
+    post = b"POST /orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello"
+    # Nothing listens on port 1: the primary fails before it reads the body.
+    refused = "http://127.0.0.1:1"
+    with gateway(tmp_path, refused, shadow.url, "methods: [POST], timeout: 60s") as (_, servers):
+        assert RawClient(servers.port("gateway")).request(post).status == 502
+        # Dropped as soon as the primary is done, not after the shadow's 60 s timeout.
+        assert wait_for(lambda: report(servers.url("admin"))["counts"]["dropped"] == 1)
+        assert report(servers.url("admin"))["counts"] == {
+            "match": 0,
+            "mismatch": 0,
+            "error": 0,
+            "dropped": 1,
+        }
+    assert shadow.requests == []
