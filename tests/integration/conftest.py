@@ -28,3 +28,17 @@ def proxy_to(tmp_path: Path) -> Iterator[ProxyTo]:
             return upstream, servers.port("gateway")
 
         yield start
+
+
+@pytest.fixture
+def start_upstream() -> Iterator[Callable[[Script], RawUpstream]]:
+    """Start raw upstreams answering with a script each; all are stopped after the test."""
+    started: list[RawUpstream] = []
+
+    def start(script: Script) -> RawUpstream:
+        started.append(RawUpstream(script).start())
+        return started[-1]
+
+    yield start
+    for upstream in started:
+        upstream.stop()

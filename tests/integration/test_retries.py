@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from tests.support import (
     RawClient,
     RawUpstream,
     Script,
+    answer,
     response,
     running_gateway,
 )
@@ -42,13 +43,6 @@ def in_turn(*scripts: Script) -> Script:
     return script
 
 
-def send(data: bytes) -> Script:
-    async def script(exchange: Exchange) -> None:
-        await exchange.send(data)
-
-    return script
-
-
 async def reset(exchange: Exchange) -> None:
     exchange.reset()
 
@@ -56,19 +50,6 @@ async def reset(exchange: Exchange) -> None:
 async def hang(exchange: Exchange) -> None:
     await asyncio.sleep(5)
     await exchange.send(OK)
-
-
-@pytest.fixture
-def upstreams() -> Iterator[Callable[[Script], RawUpstream]]:
-    started: list[RawUpstream] = []
-
-    def start(script: Script) -> RawUpstream:
-        started.append(RawUpstream(script).start())
-        return started[-1]
-
-    yield start
-    for upstream in started:
-        upstream.stop()
 
 
 def table(tmp_path: Path, new: str, route_extra: str, monolith: str = "http://127.0.0.1:1") -> Path:
@@ -93,9 +74,9 @@ def request(port: int, method: str = "GET", body: bytes | None = None) -> tuple[
 
 
 def test_a_reset_is_retried_for_get_but_not_for_post(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    upstream = upstreams(in_turn(reset, send(OK), reset, send(OK)))
+    upstream = start_upstream(in_turn(reset, answer(OK), reset, answer(OK)))
     config = table(tmp_path, f"{{url: '{upstream.url}'}}", "retries: {attempts: 2}")
     with running_gateway(config) as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
@@ -134,9 +115,9 @@ def test_a_refused_connection_is_retried_for_any_method_up_to_the_attempts(
 
 
 def test_timeouts_are_retried_only_when_listed_and_only_for_idempotent_methods(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    upstream = upstreams(in_turn(hang, send(OK), hang))
+    upstream = start_upstream(in_turn(hang, answer(OK), hang))
     spec = f"{{url: '{upstream.url}', timeout: 300ms}}"
     config = table(tmp_path, spec, "retries: {attempts: 1, retry_on: [timeout]}")
     with running_gateway(config) as (_, servers):
@@ -153,10 +134,10 @@ def test_timeouts_are_retried_only_when_listed_and_only_for_idempotent_methods(
 
 
 def test_a_listed_status_is_retried_and_an_unlisted_one_passed_through(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     error_500 = response("500 Internal Server Error", body=b"bug")
-    upstream = upstreams(in_turn(send(ERROR_503), send(OK), send(error_500)))
+    upstream = start_upstream(in_turn(answer(ERROR_503), answer(OK), answer(error_500)))
     config = table(
         tmp_path, f"{{url: '{upstream.url}'}}", "retries: {attempts: 2, statuses: [503]}"
     )
@@ -171,9 +152,9 @@ def test_a_listed_status_is_retried_and_an_unlisted_one_passed_through(
 
 
 def test_when_retries_run_out_the_client_gets_the_backends_own_answer_byte_for_byte(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    upstream = upstreams(send(ERROR_503))
+    upstream = start_upstream(answer(ERROR_503))
     config = table(
         tmp_path, f"{{url: '{upstream.url}'}}", "retries: {attempts: 2, statuses: [503]}"
     )
@@ -196,9 +177,9 @@ def test_when_retries_run_out_the_client_gets_the_backends_own_answer_byte_for_b
 
 
 def test_the_budget_caps_retries_at_its_share_of_requests(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    upstream = upstreams(send(ERROR_503))
+    upstream = start_upstream(answer(ERROR_503))
     route = "retries: {attempts: 3, statuses: [503], budget: {ratio: 0.1, min_per_second: 0}}"
     config = table(tmp_path, f"{{url: '{upstream.url}'}}", route)
     with running_gateway(config) as (_, servers):
@@ -216,11 +197,11 @@ def test_the_budget_caps_retries_at_its_share_of_requests(
 
 
 def test_a_listed_status_sends_idempotent_requests_to_the_fallback(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    monolith = upstreams(send(response(body=b"from the monolith")))
+    monolith = start_upstream(answer(response(body=b"from the monolith")))
     error_500 = response("500 Internal Server Error", body=b"bug")
-    new = upstreams(in_turn(send(ERROR_503), send(error_500), send(ERROR_503)))
+    new = start_upstream(in_turn(answer(ERROR_503), answer(error_500), answer(ERROR_503)))
     config = table(
         tmp_path,
         f"{{url: '{new.url}'}}",
@@ -239,11 +220,11 @@ def test_a_listed_status_sends_idempotent_requests_to_the_fallback(
 
 
 def test_a_listed_response_too_large_to_hold_is_passed_through(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    monolith = upstreams(send(response(body=b"from the monolith")))
+    monolith = start_upstream(answer(response(body=b"from the monolith")))
     big = bytes(range(256)) * 400  # 100 KiB, past the 64 KiB held back
-    new = upstreams(send(response("503 Service Unavailable", body=big)))
+    new = start_upstream(answer(response("503 Service Unavailable", body=big)))
     config = table(
         tmp_path,
         f"{{url: '{new.url}'}}",
@@ -256,10 +237,10 @@ def test_a_listed_response_too_large_to_hold_is_passed_through(
 
 
 def test_retries_then_the_fallback(
-    tmp_path: Path, upstreams: Callable[[Script], RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    monolith = upstreams(send(response(body=b"from the monolith")))
-    new = upstreams(send(ERROR_503))
+    monolith = start_upstream(answer(response(body=b"from the monolith")))
+    new = start_upstream(answer(ERROR_503))
     config = table(
         tmp_path,
         f"{{url: '{new.url}'}}",

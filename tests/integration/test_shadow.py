@@ -11,7 +11,7 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tests.support import (
     RawUpstream,
     Script,
     ThreadedServers,
+    answer,
     response,
     running_gateway,
     wait_for,
@@ -42,13 +43,6 @@ def json_answer(document: Any, status: str = "200 OK") -> bytes:
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         body,
     )
-
-
-def always(data: bytes) -> Script:
-    async def script(exchange: Exchange) -> None:
-        await exchange.send(data)
-
-    return script
 
 
 PRODUCT = {"id": 7, "name": "Lamp", "price": 10, "tags": ["a", "b"]}
@@ -72,19 +66,6 @@ def gateway(
         yield running
 
 
-@pytest.fixture
-def upstreams() -> Iterator[list[RawUpstream]]:
-    started: list[RawUpstream] = []
-    yield started
-    for upstream in started:
-        upstream.stop()
-
-
-def start(started: list[RawUpstream], script: Script) -> RawUpstream:
-    started.append(RawUpstream(script).start())
-    return started[-1]
-
-
 def report(admin: str) -> dict[str, Any]:
     (entry,) = httpx.get(f"{admin}/shadow").json()["routes"]
     return entry  # type: ignore[no-any-return]
@@ -101,11 +82,11 @@ def get(port: int, path: str = "/products/7") -> tuple[int, bytes]:
 
 
 def test_an_identical_answer_in_another_key_order_matches(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(upstreams, always(json_answer(PRODUCT)))
+    primary = start_upstream(answer(json_answer(PRODUCT)))
     reordered = dict(reversed(list(PRODUCT.items())))
-    shadow = start(upstreams, always(json_answer(reordered)))
+    shadow = start_upstream(answer(json_answer(reordered)))
     with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(5):
@@ -121,10 +102,10 @@ def test_an_identical_answer_in_another_key_order_matches(
 
 
 def test_a_different_field_is_a_mismatch_with_its_diff(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, always(json_answer({**PRODUCT, "price": 12, "tags": ["a"]})))
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(answer(json_answer({**PRODUCT, "price": 12, "tags": ["a"]})))
     with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         assert get(port, "/products/7?x=1") == (200, json.dumps(PRODUCT).encode())
@@ -162,14 +143,13 @@ def test_a_different_field_is_a_mismatch_with_its_diff(
 
 
 def test_status_and_listed_headers_are_compared(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(
-        upstreams, always(response(headers=[("Content-Length", "2"), ("X-V", "1")], body=b"ok"))
+    primary = start_upstream(
+        answer(response(headers=[("Content-Length", "2"), ("X-V", "1")], body=b"ok"))
     )
-    shadow = start(
-        upstreams,
-        always(response("404 Not Found", [("Content-Length", "2"), ("X-V", "2")], b"ok")),
+    shadow = start_upstream(
+        answer(response("404 Not Found", [("Content-Length", "2"), ("X-V", "2")], b"ok")),
     )
     with gateway(tmp_path, primary.url, shadow.url, "headers: [X-V, content-type]") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
@@ -183,12 +163,12 @@ def test_status_and_listed_headers_are_compared(
 
 
 def test_ignore_rules_leave_out_fields_that_legitimately_differ(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     listing = {"generated_at": "10:00", "items": [{"id": 1, "seen": "a"}, {"id": 2, "seen": "b"}]}
     other = {"generated_at": "10:01", "items": [{"id": 1, "seen": "x"}, {"id": 2, "seen": "y"}]}
-    primary = start(upstreams, always(json_answer(listing)))
-    shadow = start(upstreams, always(json_answer(other)))
+    primary = start_upstream(answer(json_answer(listing)))
+    shadow = start_upstream(answer(json_answer(other)))
     spec = "ignore: ['$.generated_at', '$.items[*].seen']"
     with gateway(tmp_path, primary.url, shadow.url, spec) as (_, servers):
         assert get(servers.port("gateway"))[0] == 200
@@ -197,15 +177,15 @@ def test_ignore_rules_leave_out_fields_that_legitimately_differ(
 
 
 def test_noise_is_learnt_from_two_answers_of_the_primary(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     counter = itertools.count()
 
     async def stamped(exchange: Exchange) -> None:
         await exchange.send(json_answer({**PRODUCT, "served_at": next(counter)}))
 
-    primary = start(upstreams, stamped)
-    shadow = start(upstreams, always(json_answer({**PRODUCT, "served_at": -1})))
+    primary = start_upstream(stamped)
+    shadow = start_upstream(answer(json_answer({**PRODUCT, "served_at": -1})))
     with gateway(tmp_path, primary.url, shadow.url, "learn_noise: true") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(3):
@@ -216,17 +196,17 @@ def test_noise_is_learnt_from_two_answers_of_the_primary(
 
 
 def test_without_noise_learning_the_same_field_is_a_mismatch(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(upstreams, always(json_answer({**PRODUCT, "served_at": 1})))
-    shadow = start(upstreams, always(json_answer({**PRODUCT, "served_at": 2})))
+    primary = start_upstream(answer(json_answer({**PRODUCT, "served_at": 1})))
+    shadow = start_upstream(answer(json_answer({**PRODUCT, "served_at": 2})))
     with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         assert get(servers.port("gateway"))[0] == 200
         assert settled(servers.url("admin"), 1)["mismatch"] == 1
 
 
 def test_the_client_never_waits_for_a_slow_shadow(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     release = threading.Event()
 
@@ -234,8 +214,8 @@ def test_the_client_never_waits_for_a_slow_shadow(
         await asyncio.to_thread(release.wait, 30)
         await exchange.send(json_answer(PRODUCT))
 
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, held)
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(held)
     with gateway(tmp_path, primary.url, shadow.url, "timeout: 20s") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         # The answer arrives while the shadow still holds its copy of the request.
@@ -247,13 +227,13 @@ def test_the_client_never_waits_for_a_slow_shadow(
 
 
 def test_a_failing_shadow_changes_nothing_for_the_client(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     async def reset(exchange: Exchange) -> None:
         exchange.reset()
 
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, reset)
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(reset)
     with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
         for _ in range(3):
@@ -262,10 +242,10 @@ def test_a_failing_shadow_changes_nothing_for_the_client(
 
 
 def test_unsafe_methods_are_mirrored_only_when_listed(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, always(json_answer(PRODUCT)))
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(answer(json_answer(PRODUCT)))
     post = b"POST /orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello"
     with gateway(tmp_path, primary.url, shadow.url, "percent: 100") as (_, servers):
         assert RawClient(servers.port("gateway")).request(post).status == 200
@@ -280,10 +260,10 @@ def test_unsafe_methods_are_mirrored_only_when_listed(
 
 
 def test_sampling_stays_within_binomial_bounds(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, always(json_answer(PRODUCT)))
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(answer(json_answer(PRODUCT)))
     total, share = 400, 0.3
     with gateway(tmp_path, primary.url, shadow.url, "percent: 30") as (_, servers):
         client = RawClient(servers.port("gateway"))
@@ -297,7 +277,7 @@ def test_sampling_stays_within_binomial_bounds(
 
 
 def test_a_flood_of_mismatches_keeps_memory_bounded_and_the_queue_drops(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
     release = threading.Event()
 
@@ -305,8 +285,8 @@ def test_a_flood_of_mismatches_keeps_memory_bounded_and_the_queue_drops(
         await asyncio.to_thread(release.wait, 30)
         await exchange.send(json_answer({**PRODUCT, "price": 99}))
 
-    primary = start(upstreams, always(json_answer(PRODUCT)))
-    shadow = start(upstreams, held)
+    primary = start_upstream(answer(json_answer(PRODUCT)))
+    shadow = start_upstream(held)
     total = 150
     with gateway(tmp_path, primary.url, shadow.url, "timeout: 30s") as (_, servers):
         port, admin = servers.port("gateway"), servers.url("admin")
@@ -327,9 +307,9 @@ def test_a_flood_of_mismatches_keeps_memory_bounded_and_the_queue_drops(
 
 
 def test_a_body_the_primary_never_read_is_not_mirrored(
-    tmp_path: Path, upstreams: list[RawUpstream]
+    tmp_path: Path, start_upstream: Callable[[Script], RawUpstream]
 ) -> None:
-    shadow = start(upstreams, always(json_answer(PRODUCT)))
+    shadow = start_upstream(answer(json_answer(PRODUCT)))
     post = b"POST /orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello"
     # Nothing listens on port 1: the primary fails before it reads the body.
     refused = "http://127.0.0.1:1"
