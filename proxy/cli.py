@@ -354,8 +354,7 @@ def _run_with_banner(
         loop.add_signal_handler(signal.SIGHUP, application.request_reload, "SIGHUP")
         watchdog = None
         if worker is not None:
-            check = watch_supervisor(lambda: group.begin_drain(0.0))
-            watchdog = loop.create_task(_every_second(check))
+            watchdog = loop.create_task(watch_supervisor(lambda: group.begin_drain(0.0)))
         await application.start()
         _tune_gc()
         try:
@@ -379,12 +378,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-
-
-async def _every_second(check: Callable[[], None]) -> None:
-    while True:
-        await asyncio.sleep(1.0)
-        check()
 
 
 def _check(args: argparse.Namespace) -> int:

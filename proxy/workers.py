@@ -14,6 +14,7 @@ never go backwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -69,20 +70,15 @@ class WorkerSockets:
         os.close(self.ready_fd)
 
 
-def watch_supervisor(on_orphaned: Callable[[], None]) -> Callable[[], None]:
-    """A check to run every second in a worker: drains the worker if its supervisor died
-    (then the worker has been re-parented and nobody would stop it)."""
+async def watch_supervisor(on_orphaned: Callable[[], None]) -> None:
+    """Run in a worker: calls ``on_orphaned`` (the drain) once its supervisor has died, when
+    the worker has been re-parented and nobody else would stop it."""
     parent = os.getppid()
-    fired = False
-
-    def check() -> None:
-        nonlocal fired
-        if not fired and os.getppid() != parent:
-            fired = True
-            log.warning("the supervisor (pid %d) is gone; draining", parent)
-            on_orphaned()
-
-    return check
+    # Polling: nothing signals a re-parenting (PR_SET_PDEATHSIG is not reachable from Python).
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone; draining", parent)
+    on_orphaned()
 
 
 @dataclass(slots=True)

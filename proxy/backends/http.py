@@ -1,8 +1,10 @@
 """The ``url:`` backend: forward a request to an HTTP upstream and stream the answer back.
 
-Bodies move as raw bytes both ways (no decompression, no buffering); the shared client is
-built by :func:`new_client` so that it adds no headers and keeps no cookies. httpx failures are
-translated here, and only here, into the gateway's errors.
+Bodies move as raw bytes both ways (no decompression, no buffering). Requests go straight to
+the process's shared transport (:mod:`proxy.backends.transport`), as httpx requests; the
+client around it, built by :func:`new_client` to add no headers and keep no cookies, serves
+the ``lambda:`` backends. httpx failures are translated here, and only here, into the gateway's
+errors.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ def client_timeouts(spec: model.Backend) -> dict[str, float]:
         "connect": spec.connect_timeout,
         "read": spec.timeout,
         "write": spec.timeout,
-        "pool": spec.timeout,
     }
 
 
