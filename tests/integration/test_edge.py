@@ -23,6 +23,7 @@ from tests.support import (
     running_gateway,
     serve_process,
     wait_for,
+    write_table,
 )
 
 pytestmark = pytest.mark.sockets
@@ -234,11 +235,7 @@ def test_a_response_with_content_length_and_transfer_encoding_is_502(proxy_to: P
 
 def test_a_head_trickling_in_is_cut_at_the_head_timeout(tmp_path: Path) -> None:
     upstream = RawUpstream(answer(response(body=b"ok"))).start()
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"version: 1\nbackends: {{up: {{url: '{upstream.url}'}}}}\n"
-        "routes: [{name: all, match: {path: /}, backend: up}]\n"
-    )
+    config = write_table(tmp_path / "routes.yaml", {"up": f"{{url: '{upstream.url}'}}"})
     process, gateway, _ = serve_process(config, "--head-timeout", "0.5")
     try:
         port = int(gateway.rsplit(":", 1)[1])
@@ -269,11 +266,7 @@ def test_a_head_trickling_in_is_cut_at_the_head_timeout(tmp_path: Path) -> None:
 
 def test_an_endless_head_is_cut_while_it_arrives(tmp_path: Path) -> None:
     upstream = RawUpstream(answer(response(body=b"ok"))).start()
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        f"version: 1\nbackends: {{up: {{url: '{upstream.url}'}}}}\n"
-        "routes: [{name: all, match: {path: /}, backend: up}]\n"
-    )
+    config = write_table(tmp_path / "routes.yaml", {"up": f"{{url: '{upstream.url}'}}"})
     # The bound is the URI and header limits plus 16 KiB: 1024 + 1024 + 16384 bytes.
     process, gateway, _ = serve_process(
         config, "--max-uri-bytes", "1024", "--max-header-bytes", "1024"
