@@ -22,8 +22,8 @@ import uvloop
 from proxy import __version__
 from proxy.app import Application, create_app
 from proxy.clientaddr import parse_networks
+from proxy.connection import HeadGuard
 from proxy.offline import explain_request, load_compiled, summarise
-from proxy.protocol import HeadGuard
 from proxy.routetests import run_route_tests
 from proxy.server import Drain, Listener, ServerGroup
 from proxy.settings import (

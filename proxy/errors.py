@@ -58,6 +58,25 @@ class HeadersTooLarge(GatewayError):
     status, code = 431, "headers_too_large"
 
 
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "method_not_allowed"
+
+
+class NotImplementedHere(GatewayError):
+    """A request the gateway understands but does not carry out (a transfer coding other than
+    chunked: RFC 9112 §6.1 asks for 501)."""
+
+    status, code = 501, "not_implemented"
+
+
+class HttpVersionNotSupported(GatewayError):
+    status, code = 505, "http_version_not_supported"
+
+
+class InternalError(GatewayError):
+    status, code = 500, "internal_error"
+
+
 class UpstreamUnavailable(GatewayError):
     status, code = 502, "upstream_unavailable"
     backend_failure = True

@@ -23,7 +23,9 @@ from proxy.errors import (
     ClientDisconnected,
     GatewayError,
     HeadersTooLarge,
+    MethodNotAllowed,
     NoRoute,
+    NotImplementedHere,
     RequestTimeout,
     StreamAborted,
     UpstreamStatus,
@@ -32,8 +34,9 @@ from proxy.errors import (
     UriTooLong,
     send_error,
 )
-from proxy.headers import read_head, upstream_request_headers
-from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.headers import only_chunked, read_head, upstream_request_headers
+from proxy.hosts import BadHost, Host, parse_host
+from proxy.matching import BadPath, match_segments, normalise_path
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.runtime import Runtime
 from proxy.settings import Limits
@@ -102,12 +105,27 @@ class Gateway:
                 raise BadRequest("more than one Host header")
             if head.hosts == 0 and scope.get("http_version") == "1.1":
                 raise BadRequest("an HTTP/1.1 request must carry a Host header")
+            if method == "TRACE":
+                # It would echo the request, credentials included, to whoever asks.
+                raise MethodNotAllowed("TRACE is not allowed")
+            if head.transfer_encoding is not None and not only_chunked(head.transfer_encoding):
+                raise NotImplementedHere(
+                    "a transfer coding other than chunked is not supported",
+                    detail=f"Transfer-Encoding: {head.transfer_encoding.decode('latin-1')}",
+                )
             try:
                 path = normalise_path(raw_path)
             except BadPath as exc:
                 raise BadRequest(f"bad path: {exc}") from None
-            host = request_host(head.host) if head.host is not None else None
-            found = table.router.match(method, match_segments(path), host, headers)
+            host: Host | None = None
+            if head.host is not None:
+                try:
+                    host = parse_host(head.host)
+                except BadHost as exc:
+                    raise BadRequest(f"bad Host: {exc}") from None
+            found = table.router.match(
+                method, match_segments(path), host.name if host else None, headers
+            )
             if found is None:
                 raise NoRoute(f"no route matches {method} {path}")
         except GatewayError as exc:
@@ -128,9 +146,11 @@ class Gateway:
             headers=upstream_request_headers(
                 headers,
                 head,
+                host=host.value if host else None,
                 forwarding=forwarding,
                 scheme=scope.get("scheme", "http"),
                 http_version=scope.get("http_version", "1.1"),
+                routed=table.routed_headers,
             ),
             body=_Body(receive, watch, self._limits.body_idle_timeout) if head.has_body else None,
             request_id=request_id,
@@ -138,7 +158,7 @@ class Gateway:
             route_key=route.route_key,
             captures=captures,
             client_ip=client_ip,
-            host=host,
+            host=host.name if host else None,
             protocol="HTTP/" + scope.get("http_version", "1.1"),
         )
         job = None

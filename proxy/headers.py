@@ -37,6 +37,31 @@ _REQUEST_DROP = HOP_BY_HOP | _REPLACED | {b"expect"}
 # From a peer that is not a trusted proxy, Forwarded is a claim like X-Forwarded-For.
 _UNTRUSTED_DROP = _REQUEST_DROP | {b"forwarded"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+#: Fields a ``Connection`` option may not remove from a request. RFC 9110 §7.6.1 has a sender
+#: nominate only fields meant for the next hop; these never are: what the gateway routes on,
+#: frames the body with, adds itself, or what carries the request's meaning and credentials.
+#: ``Connection: host`` would otherwise route on one host and reach the backend as another.
+NEVER_NOMINATED = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"content-type",
+        b"content-encoding",
+        b"cookie",
+        b"authorization",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-request-id",
+        b"via",
+        b"traceparent",
+        b"tracestate",
+    }
+)
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}\Z")
 VIA = b"strangler"
@@ -51,6 +76,8 @@ class RequestHead:
     request_id: str
     has_body: bool
     connection_tokens: frozenset[bytes]
+    #: The Transfer-Encoding field's value, when the request has one.
+    transfer_encoding: bytes | None
     #: How many header fields, and their names and values in bytes.
     count: int
     size: int
@@ -62,6 +89,7 @@ def read_head(headers: RawHeaders) -> RequestHead:
     request_id: bytes | None = None
     has_body = False
     tokens: frozenset[bytes] = frozenset()
+    coding: bytes | None = None
     size = 0
     for name, value in headers:
         size += len(name) + len(value)
@@ -70,15 +98,24 @@ def read_head(headers: RawHeaders) -> RequestHead:
             host = value
         elif name == b"x-request-id":
             request_id = value
-        elif name == b"content-length" or name == b"transfer-encoding":
+        elif name == b"content-length":
             has_body = has_body or value.strip() not in (b"0", b"")
+        elif name == b"transfer-encoding":
+            has_body = True
+            coding = value if coding is None else coding + b", " + value
         elif name == b"connection":
             tokens = tokens | _tokens(value)
     if request_id is not None and _REQUEST_ID.match(request_id):
         rid = request_id.decode("ascii")
     else:
         rid = str(uuid.uuid4())
-    return RequestHead(host, hosts, rid, has_body, tokens, len(headers), size)
+    return RequestHead(host, hosts, rid, has_body, tokens, coding, len(headers), size)
+
+
+def only_chunked(coding: bytes) -> bool:
+    """Whether a request's Transfer-Encoding is ``chunked`` alone (the parser has already
+    refused one where chunked is not last)."""
+    return all(t.strip().lower() == b"chunked" for t in coding.split(b",") if t.strip())
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:
@@ -89,20 +126,32 @@ def upstream_request_headers(
     headers: RawHeaders,
     head: RequestHead,
     *,
+    host: bytes | None,
     forwarding: Forwarding,
     scheme: str,
     http_version: str,
+    routed: frozenset[bytes] = frozenset(),
 ) -> RawHeaders:
-    """The request's headers as a backend sees them."""
+    """The request's headers as a backend sees them: ``host`` is the Host in its normal form
+    (:mod:`proxy.hosts`); ``routed`` names fields the table routes on, which a ``Connection``
+    option may not remove either."""
     drop = _REQUEST_DROP if forwarding.trusted else _UNTRUSTED_DROP
     if head.connection_tokens:
-        drop = drop | head.connection_tokens
-    # Names with underscores are dropped, as NGINX does by default: CGI-style backends map
-    # "_" and "-" to the same variable, so X_Forwarded_For could pose as X-Forwarded-For.
-    out = [(name, value) for name, value in headers if name not in drop and b"_" not in name]
+        drop = drop | (head.connection_tokens - NEVER_NOMINATED - routed)
+    out: RawHeaders = []
+    for name, value in headers:
+        # Names with underscores are dropped, as NGINX does by default: CGI-style backends
+        # map "_" and "-" to the same variable, so X_Forwarded_For could pose as it.
+        if name in drop or b"_" in name:
+            continue
+        if name == b"host":
+            value = host or value
+        elif name == b"content-length":
+            value = b"%d" % int(value)  # one spelling: "05" is 5
+        out.append((name, value))
     out.append((b"x-forwarded-for", forwarding.forwarded_for))
     out.append((b"x-forwarded-proto", forwarding.proto or scheme.encode("latin-1")))
-    forwarded_host = forwarding.host or head.host
+    forwarded_host = forwarding.host or host
     if forwarded_host is not None:
         out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"via", http_version.encode("latin-1") + b" " + VIA))

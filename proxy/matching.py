@@ -189,20 +189,3 @@ def compile_pattern(path: str) -> Pattern:
     if Seg.PARAM not in kinds and Seg.GREEDY not in kinds:
         rank.append(int(Seg.OPEN_END))
     return Pattern(path, tuple(kinds), tuple(values), tuple(rank))
-
-
-def host_matches(wanted: str, host: str) -> bool:
-    """``wanted`` is lower-case, exact or ``*.suffix``; ``host`` lower-case, without port."""
-    if wanted.startswith("*."):
-        suffix = wanted[1:]
-        return host.endswith(suffix) and len(host) > len(suffix)
-    return host == wanted
-
-
-def request_host(value: bytes) -> str:
-    """The Host header's name, lower-case, without the port (IPv6 literals keep brackets)."""
-    text = value.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        end = text.find("]")
-        return text[: end + 1] if end != -1 else text
-    return text.rsplit(":", 1)[0] if ":" in text else text

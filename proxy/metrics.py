@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import (
@@ -67,6 +68,16 @@ def _removing() -> Iterator[None]:
 
 def method_label(method: str) -> str:
     return method if method in METHODS else "other"
+
+
+#: Statuses counted under their own `code`: those IANA registers (and nginx's 499). An upstream
+#: may answer with any number from 100 to 599; the others are counted by class, `5xx`, so one
+#: backend cannot add hundreds of series.
+_REGISTERED = frozenset(int(s) for s in HTTPStatus) | {CLIENT_CLOSED}
+
+
+def status_label(status: int) -> str:
+    return str(status) if status in _REGISTERED else f"{status // 100}xx"
 
 
 class Metrics:
@@ -330,7 +341,7 @@ class BackendMetrics:
         if child is None:
             metrics = self.route.metrics
             child = metrics.requests.labels(
-                self.route.name, self.name, self.kind, method_label(method), str(status)
+                self.route.name, self.name, self.kind, method_label(method), status_label(status)
             )
             self._counters[(method, status)] = child
         child.inc()
@@ -367,7 +378,9 @@ class BackendMetrics:
         for fallback in self._fallbacks:
             metrics.fallbacks.remove(route, self.name, fallback)
         for method, status in self._counters:
-            metrics.requests.remove(route, self.name, self.kind, method_label(method), str(status))
+            label = status_label(status)
+            with contextlib.suppress(KeyError):  # statuses of one class share a series
+                metrics.requests.remove(route, self.name, self.kind, method_label(method), label)
         for reason in self._errors:
             metrics.upstream_errors.remove(route, self.name, reason)
         metrics.duration.remove(route, self.name, self.kind)

@@ -12,7 +12,8 @@ from proxy import __version__
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
 from proxy.backends.transport import PooledTransport
-from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.hosts import BadHost, parse_host
+from proxy.matching import BadPath, match_segments, normalise_path
 from proxy.metrics import Metrics
 from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
 from proxy.table.loader import load_table
@@ -59,8 +60,15 @@ def explain_request(
             headers.append((b"host", authority.encode("latin-1")))
     raw_path, _, _query = target.partition("?")
     host_value = next((value for name, value in headers if name == b"host"), None)
-    host = request_host(host_value) if host_value is not None else None
-    lines = [f"request   {method} {target}" + (f"   (host {host})" if host else "")]
+    host = None
+    lines = [f"request   {method} {target}"]
+    if host_value is not None:
+        try:
+            host = parse_host(host_value).name
+        except BadHost as exc:
+            lines.append(f"refused   400 bad_request: bad Host: {exc}")
+            return "\n".join(lines), False
+        lines[0] += f"   (host {host})"
     try:
         path = normalise_path(raw_path.encode("utf-8"))
     except BadPath as exc:

@@ -18,7 +18,8 @@ import yaml
 from yaml.nodes import Node
 
 from proxy.headers import header_value
-from proxy.matching import BadPath, match_segments, normalise_path, request_host
+from proxy.hosts import BadHost, parse_host
+from proxy.matching import BadPath, match_segments, normalise_path
 from proxy.table.compile import CompiledRoute, CompiledTable
 from proxy.table.loader import MAX_TABLE_BYTES, TableError
 from proxy.table.model import Location
@@ -103,7 +104,12 @@ def _decide(
     except BadPath as exc:
         return "none", f"none (path refused: {exc})"
     host_value = header_value(headers, b"host")
-    host = request_host(host_value.encode("latin-1")) if host_value is not None else None
+    host = None
+    if host_value is not None:
+        try:
+            host = parse_host(host_value.encode("latin-1")).name
+        except BadHost as exc:
+            return "none", f"none (Host refused: {exc})"
     found = table.router.match(method, match_segments(path), host, headers)
     if found is None:
         return "none", "none"

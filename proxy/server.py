@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from proxy.asgi import ASGIApp
-from proxy.protocol import HeadGuard, guarded_protocol
+from proxy.connection import HeadGuard, connection_class
 from proxy.settings import DEFAULT_DRAIN_TIMEOUT, DEFAULT_SHUTDOWN_GRACE
 
 log = logging.getLogger("strangler")
@@ -66,11 +66,12 @@ class Listener:
 def server_config(
     app: ASGIApp, drain_timeout: float, guard: HeadGuard | None = None
 ) -> uvicorn.Config:
-    """uvicorn settings for a proxy: nothing added to responses (no Server or Date header of
-    its own), client addresses never rewritten from headers, no websocket upgrade."""
+    """uvicorn settings for a proxy: the gateway's own HTTP/1.1 protocol
+    (:mod:`proxy.connection`), nothing added to responses (no Server or Date header), client
+    addresses never rewritten from headers."""
     return uvicorn.Config(
         app,
-        http=guarded_protocol(guard or HeadGuard()),
+        http=connection_class(guard or HeadGuard()),
         ws="none",
         lifespan="off",
         server_header=False,

@@ -13,6 +13,12 @@ its headers say (Content-Length or chunked), the response body is passed on tran
 but not content-decoded, a response that runs past its end or breaks its framing is never
 reused, and failures are httpx's exceptions (ConnectError, ConnectTimeout, ReadTimeout,
 WriteTimeout, RemoteProtocolError, ReadError).
+
+What a response is made of is decided here and nowhere else: parsing stops at the end of the
+response, so bytes an upstream sends after it (a second response in the same write) can never
+add fields to it; trailer fields are dropped, never merged into the head (RFC 9110 §6.5.2); a
+head is bounded in fields and bytes (:class:`HeadLimits`, per backend); a status outside
+100-599, or a 101 nobody asked for, is a broken response.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import collections
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import certifi
 import httptools
@@ -36,6 +43,22 @@ MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_EXPIRY = 5.0
 #: Response bytes buffered before reading from the upstream pauses (the client is slower).
 READ_BUFFER_HIGH = 256 * 1024
+#: Envoy's defaults for an upstream's response head: 100 fields, 60 KiB. NGINX refuses a head
+#: larger than its proxy buffer (4 or 8 KiB) outright.
+DEFAULT_MAX_RESPONSE_HEADERS = 100
+DEFAULT_MAX_RESPONSE_HEADER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """How large a response head an upstream may send: header fields, and the bytes of their
+    names and values. Passed per request as the ``head_limits`` extension."""
+
+    max_headers: int = DEFAULT_MAX_RESPONSE_HEADERS
+    max_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES
+
+
+_DEFAULT_LIMITS = HeadLimits()
 
 _Origin = tuple[str, str, int]
 
@@ -178,7 +201,8 @@ class _Connection(asyncio.Protocol):
     ) -> httpx.Response:
         assert self.transport is not None
         head_only = request.method == "HEAD"
-        response = self._response = _Response(self, head_only, timeouts.get("read"))
+        limits = request.extensions.get("head_limits", _DEFAULT_LIMITS)
+        response = self._response = _Response(self, head_only, timeouts.get("read"), limits)
         chunked = False
         lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
@@ -266,12 +290,22 @@ class _Connection(asyncio.Protocol):
 class _Response:
     """A response as llhttp parses it: the head once complete, then body chunks."""
 
-    def __init__(self, connection: _Connection, head_only: bool, read_timeout: float | None):
+    def __init__(
+        self,
+        connection: _Connection,
+        head_only: bool,
+        read_timeout: float | None,
+        limits: HeadLimits,
+    ):
         self._connection = connection
         self._head_only = head_only
         self._read_timeout = read_timeout
+        self._limits = limits
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
+        #: Bytes of header names and values so far, and bytes received while in the head.
+        self._head_size = 0
+        self._head_received = 0
         self._reason = b""
         self.status = 0
         self._head_done = False
@@ -295,13 +329,33 @@ class _Response:
 
     def feed(self, data: bytes) -> None:
         self._received = True
+        if self.complete:
+            self.overrun = True
+            self._notify()
+            return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Broken):
+                self._fail(httpx.RemoteProtocolError(str(cause)))
+            elif self.complete:
+                self.overrun = True  # bytes past the end: parsing stopped there
+            else:
+                self._fail(httpx.RemoteProtocolError(f"bad response from the upstream: {exc}"))
         except httptools.HttpParserError as exc:
             if self.complete:
                 self.overrun = True
             else:
                 self._fail(httpx.RemoteProtocolError(f"bad response from the upstream: {exc}"))
+        if not self._head_done and self._error is None:
+            # One header arriving in pieces is held by the parser until it ends: the bytes
+            # received so far bound it, to within one read.
+            self._head_received += len(data)
+            if self._head_received > self._limits.max_bytes + _HEAD_SLACK:
+                self._fail(self._too_large())
+        if self._error is not None:
+            self._connection.close()
         self._notify()
 
     def end_of_stream(self) -> None:
@@ -321,22 +375,35 @@ class _Response:
 
     def on_message_begin(self) -> None:
         if self.complete:
+            # A second message after the response: parsing stops here, so not a byte of it
+            # can become part of the one being relayed.
             self.overrun = True
+            raise _Overrun
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: dropped (RFC 9110 §6.5.1), never part of the head
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value)
+        limits = self._limits
+        if len(self._headers) > limits.max_headers:
+            raise _Broken(f"the upstream's response head has more than {limits.max_headers} fields")
+        if self._head_size > limits.max_bytes:
+            raise self._too_large()
 
     def on_headers_complete(self) -> None:
-        if self.complete:
-            return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
+        if not 100 <= status <= 599:
+            raise _Broken(f"the upstream sent status {status}, outside 100-599")
+        if status == 101:
+            raise _Broken("the upstream switched protocols unasked (101)")
+        if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
             self._interim = True
-            self._headers, self._reason = [], b""
+            self._headers, self._reason, self._head_size = [], b"", 0
             return
         self.status = status
         self._head_done = True
@@ -404,6 +471,10 @@ class _Response:
         if self._error is None:
             self._error = error
 
+    def _too_large(self) -> _Broken:
+        limit = self._limits.max_bytes
+        return _Broken(f"the upstream's response head is larger than {limit} bytes")
+
     def _until_close(self) -> bool:
         """A response framed by the connection's end: no length and not chunked."""
         names = {name.lower() for name, _ in self._headers}
@@ -412,6 +483,19 @@ class _Response:
 
 class _NothingReceived(httpx.RemoteProtocolError):
     """The connection ended before any byte of a response."""
+
+
+class _Broken(Exception):
+    """Raised from a parser callback: the response cannot be relayed (the reason says why)."""
+
+
+class _Overrun(Exception):
+    """Raised from a parser callback to stop parsing at the end of the response."""
+
+
+#: Bytes beyond a head's limit received before it is judged too large, for the status line
+#: and line ends that the limit (names and values) does not count.
+_HEAD_SLACK = 16 * 1024
 
 
 def _replayable(request: httpx.Request) -> bool:

@@ -16,8 +16,9 @@ from types import MappingProxyType
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
 from proxy.headers import cookie_value, header_value
+from proxy.hosts import host_matches
 from proxy.jsondiff import PathPatterns
-from proxy.matching import Pattern, compile_pattern, host_matches
+from proxy.matching import Pattern, compile_pattern
 from proxy.metrics import Metrics, RouteMetrics
 from proxy.retrybudget import RetryBudget
 from proxy.shadow import RESULTS, CompiledShadow
@@ -186,6 +187,9 @@ class CompiledTable:
     model: model.Table
     router: Router
     backends: Mapping[str, Backend]
+    #: Request fields some route matches or sticks on: a Connection option may not remove
+    #: them from what the backend receives (proxy.headers.NEVER_NOMINATED says why).
+    routed_headers: frozenset[bytes] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     #: Requests still running on this table; a reload closes the backends it dropped once
     #: the old table's last request has finished.
@@ -212,7 +216,14 @@ def compile_table(
         raise TableError(problems)
     routes = [_compile_route(route, backends, metrics) for route in table.routes]
     routes.sort(key=lambda r: r.precedence)
-    return CompiledTable(table, Router(tuple(routes)), MappingProxyType(backends))
+    routed: set[bytes] = set()
+    for route in routes:
+        routed.update(name for name, _ in route.headers)
+        if route.sticky is not None:
+            routed.add(route.sticky.header or b"cookie")
+    return CompiledTable(
+        table, Router(tuple(routes)), MappingProxyType(backends), frozenset(routed)
+    )
 
 
 def _compile_route(

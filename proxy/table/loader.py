@@ -15,6 +15,7 @@ from types import MappingProxyType
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from proxy.hosts import table_host
 from proxy.matching import compile_pattern
 from proxy.table import values
 from proxy.table.model import (
@@ -42,7 +43,6 @@ MAX_TIMEOUT = 3600.0
 
 _NAME = re.compile(r"[a-z0-9_-]{1,63}\Z")
 _FUNCTION_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
-_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
 
 _TOP_KEYS = frozenset({"version", "backends", "routes"})
 _BACKEND_KEYS = frozenset(
@@ -394,16 +394,12 @@ def _read_match(reader: NodeReader, where: str, node: Node) -> Match | None:
     host = None
     if "host" in entries:
         host_node = entries["host"][1]
-        host = reader.string(host_node, f"{where}.match.host")
-        if host is not None:
-            host = host.lower()
-            if not _HOST.match(host):
-                reader.error(
-                    host_node,
-                    f"{where}.match.host: {host!r} is not a host name or "
-                    "'*.domain' (no port, no scheme)",
-                )
-                host = None
+        text = reader.string(host_node, f"{where}.match.host")
+        if text is not None:
+            try:
+                host = table_host(text)
+            except ValueError as exc:
+                reader.error(host_node, f"{where}.match.host: {text!r} {exc}")
     headers: list[tuple[str, str]] = []
     if "headers" in entries:
         header_entries = reader.mapping(entries["headers"][1], f"{where}.match.headers")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy.matching import BadPath, compile_pattern, match_segments, normalise_path, request_host
+from proxy.matching import BadPath, compile_pattern, match_segments, normalise_path
 from proxy.metrics import Metrics
 from proxy.table.compile import CompiledTable, compile_table
 from proxy.table.loader import parse_table
@@ -203,20 +203,6 @@ def test_more_conditions_beat_fewer_then_file_order() -> None:
     order = [route.name for route in table(CONDITIONS).router.routes]
     # canary has two conditions; the one-condition routes keep their file order.
     assert order == ["canary", "reads", "tenant", "exact-host", "later-twin", "plain"]
-
-
-@pytest.mark.parametrize(
-    ("value", "host"),
-    [
-        (b"Example.COM", "example.com"),
-        (b"example.com:8080", "example.com"),
-        (b"[::1]:8080", "[::1]"),
-        (b"[::1]", "[::1]"),
-        (b"10.0.0.1", "10.0.0.1"),
-    ],
-)
-def test_request_host(value: bytes, host: str) -> None:
-    assert request_host(value) == host
 
 
 def test_no_route_when_nothing_matches() -> None:
