@@ -90,3 +90,8 @@ def blocking(event: dict[str, Any], context: Any) -> str:
     """Blocks its thread until a test releases it (at most 20 s)."""
     release.wait(20)
     return "released"
+
+
+def interim_status(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A 1xx is no answer: sent as one, the client would read the next response as this one's."""
+    return {"statusCode": 100, "body": ""}

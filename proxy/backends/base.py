@@ -7,12 +7,13 @@ started, :class:`~proxy.errors.StreamAborted` after).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.asgi import RawHeaders, Send
-from proxy.errors import BodyTooLarge
+from proxy.errors import BodyTooLarge, RequestTimeout
 from proxy.table import model
 from proxy.table.model import Kind
 
@@ -59,9 +60,10 @@ class Backend(Protocol):
 MAX_FUNCTION_BODY = 6 * 1024 * 1024
 
 
-async def read_body(request: ProxyRequest, limit: int = MAX_FUNCTION_BODY) -> bytes:
-    """The whole request body, or :class:`~proxy.errors.BodyTooLarge` past ``limit`` bytes
-    (refused from ``Content-Length`` alone when it announces more)."""
+async def read_body(request: ProxyRequest, within: float, limit: int = MAX_FUNCTION_BODY) -> bytes:
+    """The whole request body, which must arrive within ``within`` seconds (else
+    :class:`~proxy.errors.RequestTimeout`), or :class:`~proxy.errors.BodyTooLarge` past
+    ``limit`` bytes (refused from ``Content-Length`` alone when it announces more)."""
     for name, value in request.headers:
         if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
             raise _too_large(limit)
@@ -69,11 +71,17 @@ async def read_body(request: ProxyRequest, limit: int = MAX_FUNCTION_BODY) -> by
         return b""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.body:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {within:g}s", detail="body deadline"
+        ) from None
     return b"".join(chunks)
 
 

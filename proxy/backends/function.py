@@ -83,31 +83,45 @@ class FunctionBackend:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def handle(self, request: ProxyRequest, send: Send) -> None:
-        body = await read_body(request)
+        # The slot is taken before the body is read, and the body must arrive within the
+        # backend's timeout: uploads held back by slow clients are bounded by max_concurrency
+        # and never outlive the deadline. The handler gets what remains of it.
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
-        context = LambdaContext(self.name, request.request_id, self._timeout)
-        event = build_event(request, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        try:
+            body = await read_body(request, self._timeout)
+            event = build_event(request, body)
+        except BaseException:
+            self._slots.give_back()
+            raise
+        remaining = max(0.0, deadline - loop.time())
+        context = LambdaContext(self.name, request.request_id, remaining)
         if self._is_async:
             try:
-                result = await self._call_async(event, context)
+                result = await self._call_async(event, context, remaining)
             finally:
                 self._slots.give_back()
         else:
-            result = await self._call_in_thread(event, context)
+            result = await self._call_in_thread(event, context, remaining)
         response = parse_result(result)
         await send_response(response, request.request_id, send)
 
-    async def _call_async(self, event: dict[str, Any], context: LambdaContext) -> Any:
+    async def _call_async(
+        self, event: dict[str, Any], context: LambdaContext, remaining: float
+    ) -> Any:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(remaining):
                 return await self._handler(event, context)
         except TimeoutError:
             raise self._timed_out() from None
         except Exception as exc:
             raise self._raised(exc) from exc
 
-    async def _call_in_thread(self, event: dict[str, Any], context: LambdaContext) -> Any:
+    async def _call_in_thread(
+        self, event: dict[str, Any], context: LambdaContext, remaining: float
+    ) -> Any:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._slots.limit, thread_name_prefix=f"function-{self.name}"
@@ -118,7 +132,7 @@ class FunctionBackend:
         # client stops waiting, so a stuck handler keeps counting against max_concurrency.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.give_back))
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(remaining):
                 return await asyncio.wrap_future(future)
         except TimeoutError:
             raise self._timed_out() from None

@@ -18,6 +18,7 @@ import httpx
 
 from proxy.asgi import Send
 from proxy.backends.base import ProxyRequest, Slots
+from proxy.backends.transport import HeadLimits
 from proxy.errors import (
     GatewayError,
     Overloaded,
@@ -56,6 +57,11 @@ def new_client(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
     return client
 
 
+def head_limits(spec: model.Backend) -> HeadLimits:
+    """The transport's bound on the backend's response heads."""
+    return HeadLimits(spec.max_response_headers, spec.max_response_header_bytes)
+
+
 def client_timeouts(spec: model.Backend) -> dict[str, float]:
     """httpx's per-request timeouts for a backend: ``connect_timeout`` for the connect, the
     whole ``timeout`` as a backstop for each read and write (the exchange as a whole is bounded
@@ -81,7 +87,7 @@ class HttpBackend:
         self._base = httpx.URL(spec.url)
         self._base_path = self._base.path.rstrip("/")
         self._timeout = spec.timeout
-        self._timeouts = client_timeouts(spec)
+        self._extensions = {"timeout": client_timeouts(spec), "head_limits": head_limits(spec)}
         assert spec.max_concurrency is not None
         self._slots = Slots(spec.max_concurrency)
 
@@ -112,7 +118,7 @@ class HttpBackend:
             self.target(request.path, request.query),
             headers=request.headers,
             content=request.body,
-            extensions={"timeout": self._timeouts},
+            extensions=self._extensions,
         )
         started = False
         try:

@@ -114,8 +114,10 @@ def parse_result(result: Any) -> FunctionResponse:
     if not (isinstance(result, dict) and "statusCode" in result):
         return _inferred(result)
     status = result["statusCode"]
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise _bad(f"statusCode must be an integer from 100 to 599, not {status!r}")
+    # 1xx are interim responses, never an answer: sent as one, the client would take the next
+    # response on its connection for this request's.
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise _bad(f"statusCode must be an integer from 200 to 599, not {status!r}")
     headers: RawHeaders = []
     raw_headers = result.get("headers") or {}
     if not isinstance(raw_headers, dict):

@@ -18,7 +18,7 @@ import httpx
 from proxy.asgi import Send
 from proxy.backends.base import ProxyRequest, Slots, read_body
 from proxy.backends.function import send_response
-from proxy.backends.http import client_timeouts
+from proxy.backends.http import client_timeouts, head_limits
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.errors import (
     BadFunctionResponse,
@@ -44,15 +44,19 @@ class LambdaBackend:
         self._client = client
         self._url = httpx.URL(spec.lambda_url.rstrip("/") + INVOKE_PATH)
         self._timeout = spec.timeout
-        self._timeouts = client_timeouts(spec)
+        self._extensions = {"timeout": client_timeouts(spec), "head_limits": head_limits(spec)}
         self._slots = Slots(spec.max_concurrency)
 
     async def handle(self, request: ProxyRequest, send: Send) -> None:
-        body = await read_body(request)
+        # As for in-process functions: the slot first, then the body within the timeout.
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
         try:
-            reply = await self._invoke(json.dumps(build_event(request, body)).encode())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout
+            body = await read_body(request, self._timeout)
+            payload = json.dumps(build_event(request, body)).encode()
+            reply = await self._invoke(payload, max(0.0, deadline - loop.time()))
         finally:
             self._slots.give_back()
         if reply.headers.get("x-amz-function-error") or reply.status_code != 200:
@@ -75,16 +79,16 @@ class LambdaBackend:
             ) from None
         await send_response(parse_result(result), request.request_id, send)
 
-    async def _invoke(self, payload: bytes) -> httpx.Response:
+    async def _invoke(self, payload: bytes, remaining: float) -> httpx.Response:
         upstream = httpx.Request(
             "POST",
             self._url,
             headers=[(b"content-type", b"application/json")],
             content=payload,
-            extensions={"timeout": self._timeouts},
+            extensions=self._extensions,
         )
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(remaining):
                 return await self._client.send(upstream)
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
             raise UpstreamTimeout(

@@ -34,7 +34,11 @@ import certifi
 import httptools
 import httpx
 
-from proxy.table.model import IDEMPOTENT_METHODS
+from proxy.table.model import (
+    DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+    DEFAULT_MAX_RESPONSE_HEADERS,
+    IDEMPOTENT_METHODS,
+)
 
 #: Idle connections kept per upstream (host, port); more are closed when returned.
 MAX_IDLE_PER_ORIGIN = 256
@@ -43,16 +47,13 @@ MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_EXPIRY = 5.0
 #: Response bytes buffered before reading from the upstream pauses (the client is slower).
 READ_BUFFER_HIGH = 256 * 1024
-#: Envoy's defaults for an upstream's response head: 100 fields, 60 KiB. NGINX refuses a head
-#: larger than its proxy buffer (4 or 8 KiB) outright.
-DEFAULT_MAX_RESPONSE_HEADERS = 100
-DEFAULT_MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
     """How large a response head an upstream may send: header fields, and the bytes of their
-    names and values. Passed per request as the ``head_limits`` extension."""
+    names and values (a backend's ``max_response_headers`` and ``max_response_header_bytes``).
+    Passed per request as the ``head_limits`` extension."""
 
     max_headers: int = DEFAULT_MAX_RESPONSE_HEADERS
     max_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES

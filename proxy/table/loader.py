@@ -22,6 +22,8 @@ from proxy.table.model import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FUNCTION_CONCURRENCY,
     DEFAULT_LAMBDA_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+    DEFAULT_MAX_RESPONSE_HEADERS,
     DEFAULT_TIMEOUT,
     DEFAULT_URL_CONCURRENCY,
     WEIGHT_SCALE,
@@ -55,8 +57,13 @@ _BACKEND_KEYS = frozenset(
         "connect_timeout",
         "max_concurrency",
         "circuit_breaker",
+        "max_response_headers",
+        "max_response_header_bytes",
     }
 )
+#: Bounds of the response-head limits a table may set.
+MAX_RESPONSE_HEADERS = 10_000
+MAX_RESPONSE_HEADER_BYTES = 1024 * 1024
 _ROUTE_KEYS = frozenset(
     {"name", "match", "backend", "split", "sticky", "fallback", "retries", "shadow"}
 )
@@ -206,6 +213,18 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
     breaker = None
     if "circuit_breaker" in entries:
         breaker = read_circuit_breaker(reader, where, entries["circuit_breaker"][1])
+    head_limits = []
+    for key, default, maximum in (
+        ("max_response_headers", DEFAULT_MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADERS),
+        ("max_response_header_bytes", DEFAULT_MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_BYTES),
+    ):
+        limit = default
+        if key in entries:
+            key_node, value_node = entries[key]
+            if target == "function":
+                reader.error(key_node, f"{where}.{key}: applies only to url and lambda backends")
+            limit = reader.integer(value_node, f"{where}.{key}", 1, maximum) or default
+        head_limits.append(limit)
     if value is None:
         return None
     return Backend(
@@ -219,6 +238,8 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
         max_concurrency=concurrency,
         location=reader.location(node),
         circuit_breaker=breaker,
+        max_response_headers=head_limits[0],
+        max_response_header_bytes=head_limits[1],
     )
 
 

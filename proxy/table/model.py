@@ -21,6 +21,10 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_URL_CONCURRENCY = 512
 DEFAULT_FUNCTION_CONCURRENCY = 64
 DEFAULT_LAMBDA_CONCURRENCY = 1
+#: An upstream's response head: fields, and bytes of names and values (Envoy's defaults are
+#: 100 fields and 60 KiB; NGINX's proxy buffer holds 4 or 8 KiB).
+DEFAULT_MAX_RESPONSE_HEADERS = 100
+DEFAULT_MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 
 
 class Kind(StrEnum):
@@ -70,6 +74,9 @@ class Backend:
     #: wherever it moved in the file (a reload keeps it, connections and all).
     location: Location = field(compare=False)
     circuit_breaker: CircuitBreaker | None = None
+    #: url and lambda backends: the largest response head accepted (502 beyond).
+    max_response_headers: int = DEFAULT_MAX_RESPONSE_HEADERS
+    max_response_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES
 
 
 @dataclass(frozen=True, slots=True)

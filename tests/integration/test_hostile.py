@@ -7,7 +7,10 @@ received, byte for byte, and that the next request is served."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import select
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from proxy.app import Application
 from tests.integration.conftest import ProxyTo
 from tests.support import (
     Exchange,
     RawClient,
     RawUpstream,
     Script,
+    ThreadedServers,
     answer,
     response,
     running_gateway,
@@ -472,3 +477,91 @@ def test_trace_is_405(proxy_to: ProxyTo) -> None:
     assert reply.status == 405
     assert json.loads(reply.body)["error"] == "method_not_allowed"
     assert upstream.requests == []
+
+
+# ---- function backends: the slot before the body, and the body within the deadline ------------
+
+
+def function_gateway(
+    tmp_path: Path, spec: str
+) -> contextlib.AbstractContextManager[tuple[Application, ThreadedServers]]:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        f"version: 1\nbackends: {{fn: {{function: 'tests.functions:{spec}}}}}\n"
+        "routes: [{name: all, match: {path: /}, backend: fn}]\n"
+    )
+    return running_gateway(config)
+
+
+def test_a_trickled_body_to_a_function_ends_at_its_timeout(tmp_path: Path) -> None:
+    with function_gateway(tmp_path, "echo', timeout: 1s") as (_, servers):
+        client = RawClient(servers.port("gateway"), timeout=10)
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: gw\r\nX-Request-Id: slow-1\r\nContent-Length: 100\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            for _ in range(100):  # a byte every 0.3 s: 30 s in all, within any idle timeout
+                client.send(b"x")
+                time.sleep(0.3)
+                if select.select([client.sock], [], [], 0)[0]:
+                    break
+        reply = client.read_response()
+        assert reply.status == 408
+        assert json.loads(reply.body) == {
+            "error": "request_timeout",
+            "message": "the request body did not arrive within 1s",
+            "request_id": "slow-1",
+        }
+        assert reply.header("connection") == ["close"]
+
+
+def test_uploads_to_a_function_take_their_slot_before_their_body(tmp_path: Path) -> None:
+    with function_gateway(tmp_path, "echo', max_concurrency: 4, timeout: 20s") as (_, servers):
+        port = servers.port("gateway")
+        head = b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 65536\r\n\r\n"
+        held = []
+        for _ in range(4):  # each holds back its last byte
+            client = RawClient(port)
+            client.send(head + b"x" * 65535)
+            held.append(client)
+        # Every slot is taken by a body still arriving: the next upload is refused at once,
+        # before a byte of it is buffered.
+        extra = RawClient(port)
+        extra.send(head + b"x" * 65535)
+        refused = extra.read_response()
+        assert refused.status == 503
+        assert json.loads(refused.body)["error"] == "overloaded"
+        for client in held:
+            client.send(b"x")
+        assert [json.loads(c.read_response().body)["event"]["body"] for c in held] == [
+            base64.b64encode(b"x" * 65536).decode()
+        ] * 4
+
+
+def test_a_function_answering_1xx_is_502_and_the_connection_carries_on(tmp_path: Path) -> None:
+    with function_gateway(tmp_path, "interim_status'") as (_, servers):
+        client = RawClient(servers.port("gateway"))
+        client.send(GET + GET)
+        for _ in range(2):
+            reply = client.read_response()
+            assert reply.status == 502
+            assert json.loads(reply.body)["error"] == "bad_function_response"
+
+
+@pytest.mark.parametrize(
+    ("limits", "status"),
+    [
+        ("max_response_headers: 3", 200),
+        ("max_response_headers: 2", 502),
+        ("max_response_header_bytes: 19", 200),  # "A1", "B2", "Content-Length2"
+        ("max_response_header_bytes: 18", 502),
+    ],
+)
+def test_a_backend_sets_its_own_response_head_limits(
+    proxy_to: ProxyTo, limits: str, status: int
+) -> None:
+    _, port = proxy_to(
+        answer(b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 2\r\n\r\nok"),
+        extra=f", {limits}",
+    )
+    assert RawClient(port).request(GET).status == status

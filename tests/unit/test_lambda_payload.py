@@ -195,10 +195,13 @@ def test_a_missing_body_is_empty() -> None:
 @pytest.mark.parametrize(
     ("result", "why"),
     [
-        ({"statusCode": "200"}, "statusCode must be an integer from 100 to 599, not '200'"),
-        ({"statusCode": 99}, "statusCode must be an integer from 100 to 599, not 99"),
-        ({"statusCode": 600}, "statusCode must be an integer from 100 to 599, not 600"),
-        ({"statusCode": True}, "statusCode must be an integer from 100 to 599, not True"),
+        ({"statusCode": "200"}, "statusCode must be an integer from 200 to 599, not '200'"),
+        ({"statusCode": 99}, "statusCode must be an integer from 200 to 599, not 99"),
+        ({"statusCode": 600}, "statusCode must be an integer from 200 to 599, not 600"),
+        ({"statusCode": 100}, "statusCode must be an integer from 200 to 599, not 100"),
+        ({"statusCode": 101}, "statusCode must be an integer from 200 to 599, not 101"),
+        ({"statusCode": 199}, "statusCode must be an integer from 200 to 599, not 199"),
+        ({"statusCode": True}, "statusCode must be an integer from 200 to 599, not True"),
         ({"statusCode": 200, "headers": ["a"]}, "headers must be an object"),
         ({"statusCode": 200, "headers": {"a b": "1"}}, "bad header name 'a b'"),
         ({"statusCode": 200, "headers": {"x": ["1"]}}, "header 'x' must be a string, not list"),

@@ -172,11 +172,27 @@ BROKEN = {
         """,
         [
             "t.yaml:5:5: backends.m: unknown key 'timout' (allowed: circuit_breaker, "
-            "connect_timeout, function, kind, lambda, max_concurrency, timeout, url)",
+            "connect_timeout, function, kind, lambda, max_concurrency, max_response_header_bytes, "
+            "max_response_headers, timeout, url)",
             "t.yaml:6:14: backends.m.timeout: expected a duration with a unit ('250ms', '3s', "
             "'1m'), got an integer",
             "t.yaml:7:22: backends.m.connect_timeout: bad duration '3 s' (a number with a unit: "
             "ms, s, m or h, e.g. '250ms', '3s', '1m30s')",
+        ],
+    ),
+    "response head limits": (
+        """\
+        version: 1
+        backends:
+          m: {url: "http://h", max_response_headers: 0, max_response_header_bytes: 1048577}
+          f: {function: "a.b:c", max_response_headers: 10}
+        routes: [{name: a, match: {path: /}, backend: m}]
+        """,
+        [
+            "t.yaml:3:46: backends.m.max_response_headers: 0 is out of range (1 to 10000)",
+            "t.yaml:3:76: backends.m.max_response_header_bytes: 1048577 is out of range "
+            "(1 to 1048576)",
+            "t.yaml:4:26: backends.f.max_response_headers: applies only to url and lambda backends",
         ],
     ),
     "duration out of range": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 
 import httpx
@@ -49,6 +50,8 @@ def upstream(request: httpx.Request) -> httpx.Response:
     if request.url.host == "broken":
         raise httpx.ConnectError("refused", request=request)
     status = 404 if request.url.path == "/missing" else 200
+    if request.url.path.startswith("/status/"):
+        status = int(request.url.path.rsplit("/", 1)[1])
     return httpx.Response(status, stream=Streamed(b"legacy"), headers={"content-length": "6"})
 
 
@@ -167,6 +170,24 @@ async def test_series_stay_bounded_whatever_the_paths_and_methods(
         assert "/" not in "".join(values.values())
     # Routes x their backends x (methods + other) x the codes sent bounds the series.
     assert len(requests) <= 6 * 10 * 4
+
+
+async def test_statuses_nobody_registered_are_counted_by_class(
+    gateway: tuple[Application, httpx.AsyncClient],
+) -> None:
+    application, client = gateway
+    for status in range(200, 600):
+        await client.get(f"/status/{status}")
+    codes = {
+        dict(key)["code"]: value
+        for key, value in samples(application, "strangler_requests_total").items()
+    }
+    # IANA's codes and nginx's 499 keep their own series; every other code shares its class's.
+    registered = {str(int(s)) for s in HTTPStatus if 200 <= s < 600} | {"499"}
+    assert set(codes) == registered | {"2xx", "3xx", "4xx", "5xx"}
+    assert codes["200"] == 1
+    assert codes["2xx"] == 100 - len([c for c in registered if c.startswith("2")])
+    assert sum(codes.values()) == 400
 
 
 async def test_the_report_counts_what_each_side_served(
