@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -16,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.admin_access import AdminAccess, cross_site, guarded, json_request
 from proxy.admin_page import render_page
+from proxy.asgi import ASGIApp
 from proxy.backends.guarded import GuardedBackend
 from proxy.metrics import Metrics
 from proxy.migration import migration_report
@@ -34,9 +35,11 @@ def create_admin(
     reloader: Reloader,
     on_new_table: Callable[[], None] | None = None,
     shadower: Shadower | None = None,
-) -> Starlette:
+    access: AdminAccess | None = None,
+) -> ASGIApp:
     """``on_new_table`` runs after ``POST /reload`` loaded a changed table (with workers, it
-    passes the reload on to the others)."""
+    passes the reload on to the others); ``access`` says which Host names the port answers to
+    (:mod:`proxy.admin_access`)."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -50,10 +53,19 @@ def create_admin(
         return JSONResponse({**describe_table(runtime.table), "last_error": runtime.last_error})
 
     async def reload(request: Request) -> Response:
-        if _cross_site(request):
+        headers = dict(request.headers)
+        if cross_site(headers):
             return JSONResponse(
                 {"error": "forbidden", "message": "a cross-site request may not reload the table"},
                 status_code=403,
+            )
+        if not json_request(headers):
+            return JSONResponse(
+                {
+                    "error": "unsupported_media_type",
+                    "message": "ask for a reload with Content-Type: application/json",
+                },
+                status_code=415,
             )
         result = await reloader.reload("admin")
         if not result.ok:
@@ -96,7 +108,7 @@ def create_admin(
             )
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -108,6 +120,7 @@ def create_admin(
             Route("/reload", reload, methods=["POST"]),
         ]
     )
+    return guarded(app, access or AdminAccess("127.0.0.1"))
 
 
 def describe_table(table: CompiledTable) -> dict[str, Any]:
@@ -201,12 +214,3 @@ def _sticky(sticky: Sticky | None) -> dict[str, Any] | None:
     if sticky.cookie is not None:
         return {"cookie": sticky.cookie, "set": sticky.set_cookie}
     return {"header": sticky.header}
-
-
-def _cross_site(request: Request) -> bool:
-    """Whether a browser sent this request on behalf of another site (a form posted from a page
-    elsewhere): its Sec-Fetch-Site says so, or its Origin is not the admin port's own."""
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-        return True
-    origin = request.headers.get("origin")
-    return origin is not None and urlsplit(origin).netloc != request.headers.get("host", "")

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
 
 from proxy import __version__
 from proxy.admin import create_admin
+from proxy.admin_access import AdminAccess
+from proxy.asgi import ASGIApp
 from proxy.backends import backend_factory
 from proxy.backends.http import new_client
 from proxy.backends.transport import PooledTransport
@@ -41,7 +42,7 @@ class Application:
     client: httpx.AsyncClient
     reloader: Reloader
     public: Gateway
-    admin: Starlette
+    admin: ASGIApp
     shadower: Shadower
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
@@ -119,6 +120,7 @@ def create_app(
             reloader,
             _tell_supervisor if settings.supervised else None,
             shadower,
+            AdminAccess(settings.admin_host, settings.admin_allowed_hosts),
         ),
         shadower=shadower,
     )

@@ -143,6 +143,15 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
     _env_flag(parser, "--port", int, defaults.port, "public port")
     _env_flag(parser, "--admin-host", str, defaults.admin_host, "admin address")
     _env_flag(parser, "--admin-port", int, defaults.admin_port, "admin port")
+    _env_flag(
+        parser,
+        "--admin-allowed-hosts",
+        str,
+        "",
+        "comma-separated host names the admin port answers to, besides localhost, IP "
+        "addresses and --admin-host (a page elsewhere cannot rebind a name to it)",
+        "NAME,...",
+    )
     _env_flag(parser, "--workers", int, defaults.workers, "worker processes")
     parser.add_argument(
         "--log-level", choices=LOG_LEVELS, default=env_default("LOG_LEVEL", defaults.log_level)
@@ -211,6 +220,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=args.port,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
+        admin_allowed_hosts=tuple(
+            h.strip() for h in args.admin_allowed_hosts.split(",") if h.strip()
+        ),
         workers=args.workers,
         log_level=args.log_level,
         watch=not args.no_watch,

@@ -26,6 +26,8 @@ class Settings:
     port: int = DEFAULT_PORT
     admin_host: str = DEFAULT_ADMIN_HOST
     admin_port: int = DEFAULT_ADMIN_PORT
+    #: Host names the admin port answers to besides localhost, IP addresses and admin_host.
+    admin_allowed_hosts: tuple[str, ...] = ()
     workers: int = 1
     log_level: str = "info"
     watch: bool = True

@@ -215,15 +215,16 @@ class Shadower:
         )
         if not found:
             return "match"
+        query = job.request.query.decode("latin-1")
         record.mismatches.append(
             {
                 "at": iso_time(time.time()),
                 "request_id": job.request.request_id,
                 "method": job.request.method,
                 "path": job.request.path,
-                "query": job.request.query.decode("latin-1"),
+                "query": query if spec.record_query else redact_query(query),
                 "primary_backend": job.primary_backend.name,
-                "differences": found[:DIFFERENCES],
+                "differences": [_kept(d) for d in found[:DIFFERENCES]],
                 "more": max(0, len(found) - DIFFERENCES),
             }
         )
@@ -269,6 +270,30 @@ class Shadower:
                 }
             )
         return {"routes": entries}
+
+
+#: What a mismatch record shows in place of a value it must not keep.
+REDACTED = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    """The query's parameter names, their values replaced (tokens, emails and ids travel in
+    query strings: ``?access_token=...``); a route keeps them with ``record_query: true``."""
+    return "&".join(
+        part.split("=", 1)[0] + "=" + REDACTED if "=" in part else part for part in query.split("&")
+    )
+
+
+def _kept(difference: dict[str, Any]) -> dict[str, Any]:
+    """A difference as a mismatch record keeps it: a header's name, never its values (a
+    Set-Cookie or an Authorization would otherwise be readable on the admin port)."""
+    if not difference["path"].startswith("header "):
+        return difference
+    return {
+        "path": difference["path"],
+        "primary": REDACTED if difference["primary"] is not None else "(absent)",
+        "shadow": REDACTED if difference["shadow"] is not None else "(absent)",
+    }
 
 
 def compare(

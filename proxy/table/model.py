@@ -142,6 +142,8 @@ class Shadow:
     max_body: int
     #: The mirror's own deadline, in seconds.
     timeout: float
+    #: Whether mismatch records keep query values (else only the parameters' names).
+    record_query: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,17 @@ from proxy.table.model import SAFE_METHODS, WEIGHT_SCALE, Shadow
 from proxy.table.yamlnodes import NodeReader
 
 _KEYS = frozenset(
-    {"backend", "percent", "methods", "headers", "ignore", "learn_noise", "max_body", "timeout"}
+    {
+        "backend",
+        "percent",
+        "methods",
+        "headers",
+        "ignore",
+        "learn_noise",
+        "max_body",
+        "timeout",
+        "record_query",
+    }
 )
 #: ``$``, then ``.key``, ``.*``, ``[N]``, ``[*]`` or ``..key`` (any depth), repeated.
 _PATH = re.compile(r"\$(\.\.?(\*|[^.\[\]*]+)|\[(\*|\d+)\])*\Z")
@@ -68,9 +78,14 @@ def read_shadow(
     timeout = DEFAULT_TIMEOUT
     if "timeout" in entries:
         timeout = reader.duration(entries["timeout"][1], f"{where}.timeout", 600.0) or timeout
+    record_query = False
+    if "record_query" in entries:
+        record_query = bool(reader.boolean(entries["record_query"][1], f"{where}.record_query"))
     if backend is None:
         return None
-    return Shadow(backend, percent, methods, headers, ignore, learn_noise, max_body, timeout)
+    return Shadow(
+        backend, percent, methods, headers, ignore, learn_noise, max_body, timeout, record_query
+    )
 
 
 def _strings(reader: NodeReader, where: str, node: Node) -> list[str]:

@@ -164,14 +164,14 @@ def test_a_reload_that_changes_the_breaker_keeps_one_set_of_state_series(
         admin = servers.url("admin")
         config = Path(application.settings.config)
         config.write_text(config.read_text().replace("min_requests: 4", "min_requests: 5"))
-        assert httpx.post(f"{admin}/reload").status_code == 200
+        assert httpx.post(f"{admin}/reload", json={}).status_code == 200
         assert state(admin) == {"closed": 1, "open": 0, "half_open": 0}
         # The old backend is closed once its table drains; the new breaker's series stay.
         assert wait_for(lambda: not application.reloader._closing)
         assert state(admin) == {"closed": 1, "open": 0, "half_open": 0}
         changed = BREAKER.replace("min_requests: 4", "min_requests: 5")
         config.write_text(config.read_text().replace(f", circuit_breaker: {changed}", ""))
-        assert httpx.post(f"{admin}/reload").status_code == 200
+        assert httpx.post(f"{admin}/reload", json={}).status_code == 200
         assert wait_for(lambda: not application.reloader._closing)
         exposition = httpx.get(f"{admin}/metrics").text
         assert "strangler_circuit_breaker_state{" not in exposition

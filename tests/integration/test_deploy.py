@@ -111,6 +111,10 @@ def test_the_compose_prometheus_configuration_loads_the_rules(tmp_path: Path) ->
     assert "10 rules found" in result.stdout
     targets = load(tmp_path / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]
     assert targets["targets"] == ["gateway:9901"]
+    # The admin port answers to the name Prometheus scrapes it by (a DNS-rebinding guard
+    # refuses names it was not told).
+    gateway = compose["services"]["gateway"]
+    assert gateway["environment"]["STRANGLER_ADMIN_ALLOWED_HOSTS"] == "gateway"
 
 
 # ---- kubernetes ---------------------------------------------------------------------------------

@@ -142,11 +142,11 @@ def test_sighup_and_post_reload_with_the_watcher_off(served: tuple[Path, list[Se
     assert server.reloads() == {"success": 2.0, "failure": 0.0}
     # An unchanged file is a no-op, reported as such.
     server.process.proc.send_signal(signal.SIGHUP)
-    unchanged = httpx.post(f"{server.admin}/reload").json()
+    unchanged = httpx.post(f"{server.admin}/reload", json={}).json()
     assert unchanged["changed"] is False
     assert server.reloads() == {"success": 2.0, "failure": 0.0}
     config.write_text(table("by-admin"))
-    changed = httpx.post(f"{server.admin}/reload")
+    changed = httpx.post(f"{server.admin}/reload", json={})
     assert changed.status_code == 200
     assert changed.json()["changed"] is True
     assert changed.json()["version"] == httpx.get(f"{server.admin}/routes").json()["version"]
@@ -179,7 +179,7 @@ def test_invalid_tables_are_rejected_and_the_old_one_keeps_serving(
         good_version = httpx.get(f"{server.admin}/routes").json()["version"]
         for number, (kind, (text, message)) in enumerate(BROKEN.items(), 1):
             config.write_text(text)
-            reply = httpx.post(f"{server.admin}/reload")
+            reply = httpx.post(f"{server.admin}/reload", json={})
             assert reply.status_code == 422, kind
             body = reply.json()
             assert body["error"] == "invalid_table"
@@ -194,7 +194,7 @@ def test_invalid_tables_are_rejected_and_the_old_one_keeps_serving(
         page = httpx.get(f"{server.admin}/").text
         assert "The last routing table was rejected" in page
         config.write_text(table("fixed", upstream.url))
-        assert httpx.post(f"{server.admin}/reload").status_code == 200
+        assert httpx.post(f"{server.admin}/reload", json={}).status_code == 200
         assert httpx.get(f"{server.admin}/routes").json()["last_error"] is None
         metrics = httpx.get(f"{server.admin}/metrics").text
         assert "strangler_config_last_reload_successful 1.0" in metrics
@@ -280,7 +280,7 @@ def test_reloading_many_times_a_second_under_load_fails_nothing(tmp_path: Path) 
                     while time.monotonic() < deadline:
                         live[0] = second if live[0] == first else first
                         config.write_text(live[0])
-                        result = control.post("/reload").json()
+                        result = control.post("/reload", json={}).json()
                         assert result["changed"] is True, result
                         flips += 1
                         time.sleep(0.05)

@@ -179,7 +179,7 @@ def test_a_reload_through_the_admin_api_reaches_every_worker(
     try:
         assert RawClient(port).request(b"GET /extra HTTP/1.1\r\nHost: gw\r\n\r\n").body == b"two"
         write(config, *upstreams, route_to="two")
-        reply = httpx.post(f"{admin}/reload")
+        reply = httpx.post(f"{admin}/reload", json={})
         assert (reply.status_code, reply.json()["changed"]) == (200, True)
         reloaded_everywhere(admin, port)
         # The dropped route's series are gone from every worker's view, files or not.

@@ -39,7 +39,7 @@ def admin(tmp_path: Path) -> httpx.AsyncClient:
     config.write_text(TABLE)
     application = create_app(Settings(config=str(config)))
     client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application.admin), base_url="http://admin"
+        transport=httpx.ASGITransport(app=application.admin), base_url="http://127.0.0.1:9901"
     )
     client.application = application  # type: ignore[attr-defined]
     return client
@@ -135,13 +135,13 @@ async def test_unknown_admin_paths_and_methods(admin: httpx.AsyncClient) -> None
     [
         {"origin": "https://evil.example"},
         {"sec-fetch-site": "cross-site"},
-        {"sec-fetch-site": "same-site", "origin": "http://admin"},
+        {"sec-fetch-site": "same-site", "origin": "http://127.0.0.1:9901"},
     ],
 )
 async def test_reload_refuses_cross_site_requests(
     admin: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    reply = await admin.post("/reload", headers=headers)
+    reply = await admin.post("/reload", headers=headers, json={})
     assert reply.status_code == 403
     assert reply.json() == {
         "error": "forbidden",
@@ -150,7 +150,68 @@ async def test_reload_refuses_cross_site_requests(
 
 
 async def test_reload_accepts_its_own_origin_and_plain_clients(admin: httpx.AsyncClient) -> None:
-    for headers in ({}, {"origin": "http://admin", "sec-fetch-site": "same-origin"}):
-        reply = await admin.post("/reload", headers=headers)
+    for headers in ({}, {"origin": "http://127.0.0.1:9901", "sec-fetch-site": "same-origin"}):
+        reply = await admin.post("/reload", headers=headers, json={})
         assert reply.status_code == 200
         assert reply.json()["changed"] is False
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_reload_needs_a_request_no_form_can_send(
+    admin: httpx.AsyncClient, content_type: str | None
+) -> None:
+    # What a plain HTML form (or fetch without a CORS preflight) can send is refused.
+    headers = {"content-type": content_type} if content_type else {}
+    reply = await admin.post("/reload", headers=headers, content=b"")
+    assert reply.status_code == 415
+    assert reply.json() == {
+        "error": "unsupported_media_type",
+        "message": "ask for a reload with Content-Type: application/json",
+    }
+    charset = await admin.post(
+        "/reload", headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert charset.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1:9901", True),
+        ("localhost:9901", True),
+        ("LOCALHOST.", True),
+        ("[::1]:9901", True),
+        ("10.1.2.3:9901", True),  # a pod's address, as Prometheus and the kubelet use
+        ("strangler-admin.prod.svc", True),  # listed in --admin-allowed-hosts
+        ("rebind.evil.example", False),  # a DNS-rebinding page
+        ("rebind.evil.example:9901", False),
+        ("localhost.evil.example", False),
+        ("", False),
+    ],
+)
+async def test_the_admin_port_answers_only_to_its_own_names(
+    tmp_path: Path, host: str, allowed: bool
+) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(TABLE)
+    settings = Settings(config=str(config), admin_allowed_hosts=("strangler-admin.prod.svc",))
+    application = create_app(settings)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application.admin), base_url="http://127.0.0.1"
+    )
+    for method, path in (("GET", "/routes"), ("GET", "/metrics"), ("POST", "/reload")):
+        reply = await client.request(
+            method, path, headers={"host": host, "origin": f"http://{host}"}, json={}
+        )
+        if allowed:
+            assert reply.status_code == 200, (method, path)
+        else:
+            assert reply.status_code == 403
+            assert reply.json() == {
+                "error": "forbidden",
+                "message": f"the admin port does not answer to Host {host!r}",
+            }
+    await client.aclose()
+    await application.aclose()

@@ -199,7 +199,7 @@ async def test_the_report_counts_what_each_side_served(
     for user in range(20):
         await client.get("/products", headers={"X-User": f"u{user}"})
     admin = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application.admin), base_url="http://admin"
+        transport=httpx.ASGITransport(app=application.admin), base_url="http://127.0.0.1:9901"
     )
     report = (await admin.get("/migration")).json()
     by_name = {route["name"]: route for route in report["routes"]}
