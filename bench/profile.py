@@ -32,7 +32,8 @@ CATEGORIES = (
     ("proxy/headers.py", "header rewriting"),
     ("proxy/matching.py", "matching"),
     ("proxy/splitting.py", "splitting"),
-    ("proxy/protocol.py", "the head guard"),
+    ("proxy/connection.py", "the HTTP/1.1 connection"),
+    ("proxy/cycle.py", "the HTTP/1.1 connection"),
     ("asyncio/", "asyncio timeouts, tasks, futures"),
     ("uuid.py", "request ids"),
 )
