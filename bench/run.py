@@ -1,10 +1,11 @@
-"""``make bench``: strangler beside nginx and a naive Python proxy, measured in the same run.
+"""``make bench``: strangler beside nginx and the best Python proxy, measured in the same run.
 
 Everything runs on loopback ports chosen here and is stopped by process id at the end:
 
 - the upstream: nginx serving a fixed 100-byte or 16 KiB body for any path;
 - ``nginx``: nginx 1 worker as a reverse proxy in front of it (the anchor);
-- ``naive``: starlette + one shared httpx.AsyncClient, streaming (bench/naive_proxy.py);
+- ``aiohttp``: an aiohttp server with a pooled aiohttp client on uvloop, streaming, adding and
+  checking nothing (bench/aiohttp_proxy.py): the Python anchor;
 - ``strangler``: ``strangler serve`` with a 20-route table, a sticky split, metrics on;
 - ``strangler-2w``: the same with ``--workers 2`` (the workers scenario only).
 
@@ -12,7 +13,8 @@ The server under test is pinned to core 0 (two cores for two workers), wrk and t
 the last core, when the machine has more than one. Configurations are run interleaved,
 ``--runs`` times each, and the median is reported: req/s, p50, p99, CPU microseconds per
 request (user + system of the server's processes), peak RSS, and req/s as a ratio to nginx in
-the same scenario.
+the same scenario and to the aiohttp proxy, and p99 / p50 (how much longer the slowest
+requests wait than the typical one).
 """
 
 from __future__ import annotations
@@ -54,19 +56,25 @@ class Scenario:
 
 SCENARIOS = {
     "100b-32": Scenario(
-        "100 B body, 32 connections", "/api/catalog/items", 32, ("nginx", "naive", "strangler")
+        "100 B body, 32 connections", "/api/catalog/items", 32, ("nginx", "aiohttp", "strangler")
     ),
     "100b-128": Scenario(
-        "100 B body, 128 connections", "/api/catalog/items", 128, ("nginx", "naive", "strangler")
+        "100 B body, 128 connections",
+        "/api/catalog/items",
+        128,
+        ("nginx", "aiohttp", "strangler"),
     ),
     "16k-32": Scenario(
-        "16 KiB body, 32 connections", "/16k/api/catalog/items", 32, ("nginx", "naive", "strangler")
+        "16 KiB body, 32 connections",
+        "/16k/api/catalog/items",
+        32,
+        ("nginx", "aiohttp", "strangler"),
     ),
     "function-32": Scenario(
         "function backend (strangler) vs proxied 100 B, 32 connections",
         "/api/catalog/items",
         32,
-        ("nginx", "strangler"),
+        ("nginx", "aiohttp", "strangler"),
         {"strangler": "/fn/items"},
     ),
     "workers-32": Scenario(
@@ -265,32 +273,15 @@ def servers(directory: Path, wanted: set[str]) -> Iterator[dict[str, Server]]:
             started.append(process)
             found["nginx"] = Server("nginx", f"http://{LOOPBACK}:{port}", process)
         python = sys.executable
-        if "naive" in wanted:
+        if "aiohttp" in wanted:
             port = free_port()
             process = subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "bench.naive_proxy:app",
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
+                [python, "-m", "bench.aiohttp_proxy", str(port), upstream],
                 cwd=ROOT,
-                env={**os.environ, "NAIVE_UPSTREAM": upstream},
                 preexec_fn=pinned(SERVER_CORES),
             )
             started.append(process)
-            found["naive"] = Server("naive", f"http://{LOOPBACK}:{port}", process)
+            found["aiohttp"] = Server("aiohttp", f"http://{LOOPBACK}:{port}", process)
         table = strangler_table(directory, upstream)
         for name, workers, cores in (
             ("strangler", 1, SERVER_CORES),
@@ -420,19 +411,21 @@ def report(
     rss: dict[str, int],
 ) -> list[str]:
     anchor = results["nginx"].requests_per_second
+    python = results["aiohttp"].requests_per_second if "aiohttp" in results else None
     lines = [
         f"### {scenario.name} (`{key}`)",
         "",
-        "| server | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | errors "
-        "| req/s vs nginx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | req/s | p50 ms | p99 ms | p99/p50 | CPU µs/req | peak RSS MiB | errors "
+        "| vs nginx | vs aiohttp |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in scenario.servers:
         m = results[name]
+        versus_python = f"{m.requests_per_second / python:.2f}" if python else "-"
         lines.append(
             f"| {name} | {m.requests_per_second:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
-            f"{m.cpu_us_per_request:,.0f} | {rss[name] / 1024:.1f} | {m.errors} | "
-            f"{m.requests_per_second / anchor:.3f} |"
+            f"{m.p99_ms / m.p50_ms:.1f} | {m.cpu_us_per_request:,.0f} | {rss[name] / 1024:.1f} "
+            f"| {m.errors} | {m.requests_per_second / anchor:.3f} | {versus_python} |"
         )
     return [*lines, ""]
 
