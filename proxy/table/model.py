@@ -46,7 +46,7 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
-    """When a backend is taken out of service (CONTRACT §2.5, docs/resilience.md)."""
+    """When a backend is taken out of service (docs/resilience.md)."""
 
     #: Failures / requests in ``window`` at or above which the circuit opens.
     failure_ratio: float = 0.5
@@ -156,7 +156,7 @@ class Route:
     #: Position in the file, the last tie-breaker between equally specific routes.
     index: int
     location: Location
-    #: The backend that answers when the chosen one fails before responding (§2.5).
+    #: The backend that answers when the chosen one fails before responding (docs/resilience.md).
     fallback: str | None = None
     #: Upstream statuses that also send the request to the fallback (idempotent methods only).
     fallback_statuses: frozenset[int] = frozenset()

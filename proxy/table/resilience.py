@@ -1,8 +1,10 @@
 """Reading the failure-containment keys of a routing table: a route's ``fallback`` and
-``retries``, a backend's ``circuit_breaker`` (CONTRACT §2.5, docs/resilience.md).
+``retries``, a backend's ``circuit_breaker`` (docs/resilience.md).
 
-Kept apart from the loader's structure checks; called by it with the same
-:class:`~proxy.table.yamlnodes.NodeReader`, so problems are reported the same way.
+Each mapping's keys, defaults and limits are its field table here (``FALLBACK_FIELDS``,
+``RETRIES_FIELDS``, ``BUDGET_FIELDS``, ``CIRCUIT_BREAKER_FIELDS``); the loader calls these
+readers with its :class:`~proxy.table.yamlnodes.NodeReader`, so problems are reported the same
+way. Kept apart from the loader's structure checks.
 """
 
 from __future__ import annotations
@@ -11,152 +13,152 @@ from collections.abc import Collection
 
 from yaml.nodes import MappingNode, Node
 
-from proxy.table import values
+from proxy.table import fields, values
+from proxy.table.fields import Field, Values
 from proxy.table.model import RETRY_CONDITIONS, CircuitBreaker, Retries
 from proxy.table.yamlnodes import NodeReader
 
-MAX_ATTEMPTS = 5
+#: The longest a breaker's window or open time may be.
 MAX_WINDOW = 3600.0
 
-_FALLBACK_KEYS = frozenset({"backend", "statuses"})
-_RETRY_KEYS = frozenset({"attempts", "retry_on", "statuses", "budget"})
-_BUDGET_KEYS = frozenset({"ratio", "min_per_second"})
-_BREAKER_KEYS = frozenset({"failure_ratio", "min_requests", "window", "open_for", "probes"})
 
-#: What a route retries when ``retry_on`` is left out: failures that cannot have been caused by
-#: the request itself and that a second connection often does not meet.
-DEFAULT_RETRY_ON = frozenset({"connect_failure", "reset"})
+def _statuses(
+    reader: NodeReader, where: str, node: Node, field: Field[frozenset[int]]
+) -> frozenset[int] | None:
+    """A non-empty list of 5xx statuses."""
+    items = reader.sequence(node, where)
+    if not items:
+        if items is not None:
+            reader.error(node, f"{where}: list at least one status, or leave it out")
+        return None
+    found: set[int] = set()
+    ok = True
+    for item in items:
+        status = reader.integer(item, where, 500, 599)
+        if status is None:
+            ok = False
+        else:
+            found.add(status)
+    return frozenset(found) if ok else None
+
+
+def _conditions(
+    reader: NodeReader, where: str, node: Node, field: Field[frozenset[str]]
+) -> frozenset[str] | None:
+    """A list of :data:`~proxy.table.model.RETRY_CONDITIONS` (empty: retry on statuses only)."""
+    items = reader.sequence(node, where)
+    if items is None:
+        return None
+    found: set[str] = set()
+    ok = True
+    for item in items:
+        text = reader.string(item, where)
+        if text is None:
+            ok = False
+        elif text not in RETRY_CONDITIONS:
+            reader.error(item, f"{where}: {text!r} is not one of {', '.join(RETRY_CONDITIONS)}")
+            ok = False
+        else:
+            found.add(text)
+    return frozenset(found) if ok else None
+
+
+_FALLBACK_BACKEND = Field("backend", fields.string, required=True)
+_FALLBACK_STATUSES = Field("statuses", _statuses, default=frozenset[int]())
+#: ``fallback: {backend: NAME, statuses: [...]}``; ``fallback: NAME`` is the short form.
+FALLBACK_FIELDS = (_FALLBACK_BACKEND, _FALLBACK_STATUSES)
+
 #: Linkerd's defaults: retries add at most a fifth to a backend's load, plus ten a second.
-DEFAULT_BUDGET_RATIO = 0.2
-DEFAULT_BUDGET_MIN_PER_SECOND = 10.0
+_BUDGET_RATIO = Field("ratio", fields.number, default=0.2, minimum=0, maximum=1)
+_BUDGET_MIN_PER_SECOND = Field(
+    "min_per_second", fields.number, default=10.0, minimum=0, maximum=1000
+)
+BUDGET_FIELDS = (_BUDGET_RATIO, _BUDGET_MIN_PER_SECOND)
+
+
+def _budget(got: Values) -> tuple[float, float]:
+    return got[_BUDGET_RATIO], got[_BUDGET_MIN_PER_SECOND]
+
+
+def _read_budget(
+    reader: NodeReader, where: str, node: Node, field: Field[tuple[float, float]]
+) -> tuple[float, float] | None:
+    got = fields.read(reader, where, node, BUDGET_FIELDS)
+    return None if got is None else _budget(got)
+
+
+_RETRY_ATTEMPTS = Field("attempts", fields.integer, minimum=1, maximum=5, required=True)
+# Not `on`: YAML 1.1 reads an unquoted `on` key as the boolean true. By default, failures that
+# cannot have been caused by the request itself and that a second connection often does not meet.
+_RETRY_ON = Field("retry_on", _conditions, default=frozenset({"connect_failure", "reset"}))
+_RETRY_STATUSES = Field("statuses", _statuses, default=frozenset[int]())
+#: Left out, the budget is its own table's defaults.
+_RETRY_BUDGET = Field("budget", _read_budget, default=_budget(Values.defaults()))
+RETRIES_FIELDS = (_RETRY_ATTEMPTS, _RETRY_ON, _RETRY_STATUSES, _RETRY_BUDGET)
+
+#: The model's defaults, which other code constructing a CircuitBreaker relies on too.
+_BREAKER = CircuitBreaker()
+_FAILURE_RATIO = Field(
+    "failure_ratio",
+    fields.number,
+    default=_BREAKER.failure_ratio,
+    minimum=0,
+    maximum=1,
+    above_minimum=True,
+)
+_MIN_REQUESTS = Field(
+    "min_requests", fields.integer, default=_BREAKER.min_requests, minimum=1, maximum=1_000_000
+)
+_WINDOW = Field("window", fields.duration, default=_BREAKER.window, maximum=MAX_WINDOW)
+_OPEN_FOR = Field("open_for", fields.duration, default=_BREAKER.open_for, maximum=MAX_WINDOW)
+_PROBES = Field("probes", fields.integer, default=_BREAKER.probes, minimum=1, maximum=100)
+CIRCUIT_BREAKER_FIELDS = (_FAILURE_RATIO, _MIN_REQUESTS, _WINDOW, _OPEN_FOR, _PROBES)
 
 
 def read_fallback(
     reader: NodeReader, where: str, node: Node, backends: Collection[str]
 ) -> tuple[str | None, frozenset[int]]:
-    """``fallback: NAME`` or ``fallback: {backend: NAME, statuses: [...]}``."""
-    statuses: frozenset[int] = frozenset()
-    name_node = node
-    if isinstance(node, MappingNode):
-        entries = reader.mapping(node, f"{where}.fallback", _FALLBACK_KEYS)
-        if entries is None:
-            return None, statuses
-        if "backend" not in entries:
-            reader.error(node, f"{where}.fallback: missing required key 'backend'")
-            return None, statuses
-        name_node = entries["backend"][1]
-        if "statuses" in entries:
-            statuses = _statuses(reader, f"{where}.fallback.statuses", entries["statuses"][1])
-        where = f"{where}.fallback.backend"
-    else:
-        where = f"{where}.fallback"
-    return values.backend(reader, where, name_node, backends), statuses
+    """``fallback`` at ``where``: ``NAME`` or ``{backend: NAME, statuses: [...]}``."""
+    if not isinstance(node, MappingNode):
+        name = reader.string(node, where)
+        if name is None:
+            return None, frozenset()
+        return values.reference(reader, where, node, name, backends), frozenset()
+    got = fields.read(reader, where, node, FALLBACK_FIELDS)
+    if got is None:
+        return None, frozenset()
+    statuses = got[_FALLBACK_STATUSES]
+    name, name_node = got.get(_FALLBACK_BACKEND), got.node(_FALLBACK_BACKEND)
+    if name is None or name_node is None:
+        return None, statuses
+    return values.reference(reader, f"{where}.backend", name_node, name, backends), statuses
 
 
-def read_retries(reader: NodeReader, where: str, node: Node) -> Retries | None:
-    where = f"{where}.retries"
-    entries = reader.mapping(node, where, _RETRY_KEYS)
-    if entries is None:
+def read_retries(
+    reader: NodeReader, where: str, node: Node, field: Field[Retries]
+) -> Retries | None:
+    """A route's ``retries`` at ``where``."""
+    got = fields.read(reader, where, node, RETRIES_FIELDS)
+    if got is None:
         return None
-    attempts = None
-    if "attempts" not in entries:
-        reader.error(node, f"{where}: missing required key 'attempts'")
-    else:
-        attempts = reader.integer(entries["attempts"][1], f"{where}.attempts", 1, MAX_ATTEMPTS)
-    # Not `on`: YAML 1.1 reads an unquoted `on` key as the boolean true.
-    on = DEFAULT_RETRY_ON
-    if "retry_on" in entries:
-        on = _conditions(reader, f"{where}.retry_on", entries["retry_on"][1])
-    statuses: frozenset[int] = frozenset()
-    if "statuses" in entries:
-        statuses = _statuses(reader, f"{where}.statuses", entries["statuses"][1])
-    ratio, per_second = DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_MIN_PER_SECOND
-    if "budget" in entries:
-        budget = reader.mapping(entries["budget"][1], f"{where}.budget", _BUDGET_KEYS) or {}
-        if "ratio" in budget:
-            ratio = _number(reader, f"{where}.budget.ratio", budget["ratio"][1], 0, 1) or 0.0
-        if "min_per_second" in budget:
-            per_second = (
-                _number(
-                    reader, f"{where}.budget.min_per_second", budget["min_per_second"][1], 0, 1000
-                )
-                or 0.0
-            )
+    attempts = got.get(_RETRY_ATTEMPTS)
     if attempts is None:
         return None
-    return Retries(attempts, on, statuses, ratio, per_second)
+    ratio, per_second = got[_RETRY_BUDGET]
+    return Retries(attempts, got[_RETRY_ON], got[_RETRY_STATUSES], ratio, per_second)
 
 
-def read_circuit_breaker(reader: NodeReader, where: str, node: Node) -> CircuitBreaker | None:
-    where = f"{where}.circuit_breaker"
-    entries = reader.mapping(node, where, _BREAKER_KEYS)
-    if entries is None:
+def read_circuit_breaker(
+    reader: NodeReader, where: str, node: Node, field: Field[CircuitBreaker]
+) -> CircuitBreaker | None:
+    """A backend's ``circuit_breaker`` at ``where``; ``{}`` takes every default."""
+    got = fields.read(reader, where, node, CIRCUIT_BREAKER_FIELDS)
+    if got is None:
         return None
-    defaults = CircuitBreaker()
-    ratio = defaults.failure_ratio
-    if "failure_ratio" in entries:
-        value = _number(reader, f"{where}.failure_ratio", entries["failure_ratio"][1], 0, 1)
-        if value == 0:
-            reader.error(entries["failure_ratio"][1], f"{where}.failure_ratio: must be above 0")
-        ratio = value or ratio
-    min_requests = defaults.min_requests
-    if "min_requests" in entries:
-        value_node = entries["min_requests"][1]
-        min_requests = (
-            reader.integer(value_node, f"{where}.min_requests", 1, 1_000_000) or min_requests
-        )
-    window = defaults.window
-    if "window" in entries:
-        window = reader.duration(entries["window"][1], f"{where}.window", MAX_WINDOW) or window
-    open_for = defaults.open_for
-    if "open_for" in entries:
-        open_for = (
-            reader.duration(entries["open_for"][1], f"{where}.open_for", MAX_WINDOW) or open_for
-        )
-    probes = defaults.probes
-    if "probes" in entries:
-        probes = reader.integer(entries["probes"][1], f"{where}.probes", 1, 100) or probes
-    return CircuitBreaker(ratio, min_requests, window, open_for, probes)
-
-
-def _statuses(reader: NodeReader, where: str, node: Node) -> frozenset[int]:
-    items = reader.sequence(node, where)
-    if not items:
-        if items is not None:
-            reader.error(node, f"{where}: list at least one status, or leave it out")
-        return frozenset()
-    found: set[int] = set()
-    for item in items:
-        status = reader.integer(item, where, 500, 599)
-        if status is not None:
-            found.add(status)
-    return frozenset(found)
-
-
-def _conditions(reader: NodeReader, where: str, node: Node) -> frozenset[str]:
-    items = reader.sequence(node, where)
-    if items is None:
-        return DEFAULT_RETRY_ON
-    found: set[str] = set()
-    for item in items:
-        text = reader.string(item, where)
-        if text is None:
-            continue
-        if text not in RETRY_CONDITIONS:
-            reader.error(item, f"{where}: {text!r} is not one of {', '.join(RETRY_CONDITIONS)}")
-        else:
-            found.add(text)
-    return frozenset(found)
-
-
-def _number(
-    reader: NodeReader, where: str, node: Node, minimum: float, maximum: float
-) -> float | None:
-    text = reader.number_text(node, where)
-    if text is None:
-        return None
-    value = float(text.replace("_", ""))
-    if not minimum <= value <= maximum:
-        reader.error(node, f"{where}: {text} is out of range ({minimum:g} to {maximum:g})")
-        return None
-    return value
+    return CircuitBreaker(
+        failure_ratio=got[_FAILURE_RATIO],
+        min_requests=got[_MIN_REQUESTS],
+        window=got[_WINDOW],
+        open_for=got[_OPEN_FOR],
+        probes=got[_PROBES],
+    )

@@ -1,107 +1,100 @@
 """Reading a route's ``shadow`` key (docs/shadow.md): which backend gets a copy of the route's
-requests, how many, which methods, and how its answers are compared."""
+requests, how many, which methods, and how its answers are compared. Its keys, defaults and
+limits are ``SHADOW_FIELDS``; the shadow's running (``proxy/shadow.py``) is not read here."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from yaml.nodes import Node
 
-from proxy.table import values
+from proxy.table import fields, values
+from proxy.table.fields import Field
 from proxy.table.model import SAFE_METHODS, WEIGHT_SCALE, Shadow
 from proxy.table.yamlnodes import NodeReader
 
-_KEYS = frozenset(
-    {
-        "backend",
-        "percent",
-        "methods",
-        "headers",
-        "ignore",
-        "learn_noise",
-        "max_body",
-        "timeout",
-        "record_query",
-    }
-)
 #: ``$``, then ``.key``, ``.*``, ``[N]``, ``[*]`` or ``..key`` (any depth), repeated.
 _PATH = re.compile(r"\$(\.\.?(\*|[^.\[\]*]+)|\[(\*|\d+)\])*\Z")
-DEFAULT_HEADERS = ("content-type",)
-DEFAULT_MAX_BODY = 256 * 1024
-MAX_BODY = 16 * 1024 * 1024
-DEFAULT_TIMEOUT = 10.0
+
+
+def _names(
+    pattern: re.Pattern[str], what: str, lower: bool
+) -> Callable[[NodeReader, str, Node, Field[tuple[str, ...]]], tuple[str, ...] | None]:
+    """A reader of a list of strings that each match ``pattern`` (reported at the list)."""
+
+    def read(
+        reader: NodeReader, where: str, node: Node, field: Field[tuple[str, ...]]
+    ) -> tuple[str, ...] | None:
+        items = reader.sequence(node, where)
+        if items is None:
+            return None
+        found: list[str] = []
+        ok = True
+        for item in items:
+            text = reader.string(item, where)
+            if text is None:
+                ok = False
+            elif not pattern.match(text):
+                reader.error(node, f"{where}: {text!r} is not a {what}")
+                ok = False
+            else:
+                found.append(text.lower() if lower else text)
+        return tuple(found) if ok else None
+
+    return read
+
+
+_BACKEND = Field("backend", fields.string, required=True)
+_PERCENT = Field("percent", fields.percentage, default=WEIGHT_SCALE)
+_METHODS = Field("methods", fields.methods, default=SAFE_METHODS)
+_HEADERS: Field[tuple[str, ...]] = Field(
+    "headers", _names(values.TOKEN, "header", lower=True), default=("content-type",)
+)
+_IGNORE: Field[tuple[str, ...]] = Field(
+    "ignore", _names(_PATH, "JSON path", lower=False), default=()
+)
+_LEARN_NOISE = Field("learn_noise", fields.boolean, default=False)
+#: 0 compares only empty bodies: every other request or response is dropped as too large.
+_MAX_BODY = Field(
+    "max_body", fields.integer, default=256 * 1024, minimum=0, maximum=16 * 1024 * 1024
+)
+_TIMEOUT = Field("timeout", fields.duration, default=10.0, maximum=600.0)
+_RECORD_QUERY = Field("record_query", fields.boolean, default=False)
+SHADOW_FIELDS = (
+    _BACKEND,
+    _PERCENT,
+    _METHODS,
+    _HEADERS,
+    _IGNORE,
+    _LEARN_NOISE,
+    _MAX_BODY,
+    _TIMEOUT,
+    _RECORD_QUERY,
+)
 
 
 def read_shadow(
     reader: NodeReader, where: str, node: Node, backends: Collection[str]
 ) -> Shadow | None:
-    where = f"{where}.shadow"
-    entries = reader.mapping(node, where, _KEYS)
-    if entries is None:
+    """A route's ``shadow`` at ``where``; its backend must be one of ``backends``."""
+    got = fields.read(reader, where, node, SHADOW_FIELDS)
+    if got is None:
         return None
-    backend = None
-    if "backend" not in entries:
-        reader.error(node, f"{where}: missing required key 'backend'")
-    else:
-        backend = values.backend(reader, f"{where}.backend", entries["backend"][1], backends)
-    percent = WEIGHT_SCALE
-    if "percent" in entries:
-        percent = values.percentage(reader, f"{where}.percent", entries["percent"][1]) or 0
-    methods = SAFE_METHODS
-    if "methods" in entries:
-        methods = values.methods(reader, f"{where}.methods", entries["methods"][1]) or methods
-    headers: tuple[str, ...] = DEFAULT_HEADERS
-    if "headers" in entries:
-        headers = tuple(
-            name.lower()
-            for name in _strings(reader, f"{where}.headers", entries["headers"][1])
-            if _valid(
-                reader, entries["headers"][1], f"{where}.headers", name, values.TOKEN, "header"
-            )
-        )
-    ignore: tuple[str, ...] = ()
-    if "ignore" in entries:
-        ignore = tuple(
-            path
-            for path in _strings(reader, f"{where}.ignore", entries["ignore"][1])
-            if _valid(reader, entries["ignore"][1], f"{where}.ignore", path, _PATH, "JSON path")
-        )
-    learn_noise = False
-    if "learn_noise" in entries:
-        learn_noise = bool(reader.boolean(entries["learn_noise"][1], f"{where}.learn_noise"))
-    max_body = DEFAULT_MAX_BODY
-    if "max_body" in entries:
-        max_body = (
-            reader.integer(entries["max_body"][1], f"{where}.max_body", 0, MAX_BODY) or max_body
-        )
-    timeout = DEFAULT_TIMEOUT
-    if "timeout" in entries:
-        timeout = reader.duration(entries["timeout"][1], f"{where}.timeout", 600.0) or timeout
-    record_query = False
-    if "record_query" in entries:
-        record_query = bool(reader.boolean(entries["record_query"][1], f"{where}.record_query"))
+    name, name_node = got.get(_BACKEND), got.node(_BACKEND)
+    if name is None or name_node is None:
+        return None
+    backend = values.reference(reader, f"{where}.backend", name_node, name, backends)
     if backend is None:
         return None
     return Shadow(
-        backend, percent, methods, headers, ignore, learn_noise, max_body, timeout, record_query
+        backend=backend,
+        percent=got[_PERCENT],
+        methods=got[_METHODS],
+        headers=got[_HEADERS],
+        ignore=got[_IGNORE],
+        learn_noise=got[_LEARN_NOISE],
+        max_body=got[_MAX_BODY],
+        timeout=got[_TIMEOUT],
+        record_query=got[_RECORD_QUERY],
     )
-
-
-def _strings(reader: NodeReader, where: str, node: Node) -> list[str]:
-    items = reader.sequence(node, where)
-    found = []
-    for item in items or []:
-        text = reader.string(item, where)
-        if text is not None:
-            found.append(text)
-    return found
-
-
-def _valid(
-    reader: NodeReader, node: Node, where: str, value: str, pattern: re.Pattern[str], what: str
-) -> bool:
-    if pattern.match(value):
-        return True
-    reader.error(node, f"{where}: {value!r} is not a {what}")
-    return False

@@ -1,6 +1,7 @@
 """Value readers shared by every part of the routing table: a percentage, a list of methods, a
 reference to a backend. One reader per kind of value, so a weight in a ``split`` and a shadow's
-``percent`` (or a route's ``backend`` and a fallback's) are checked and reported alike."""
+``percent`` (or a route's ``backend`` and a fallback's) are checked and reported alike. Each
+returns None, after reporting, for a value that is not acceptable."""
 
 from __future__ import annotations
 
@@ -40,28 +41,32 @@ def methods(reader: NodeReader, where: str, node: Node) -> frozenset[str] | None
     items = reader.sequence(node, where)
     if items is None:
         return None
+    ok = bool(items)
     if not items:
         reader.error(node, f"{where}: list at least one method, or leave it out")
     found: set[str] = set()
     for item in items:
         method = reader.string(item, where)
         if method is None:
-            continue
-        if not TOKEN.match(method):
+            ok = False
+        elif not TOKEN.match(method):
             reader.error(item, f"{where}: {method!r} is not a method name")
+            ok = False
         elif method != method.upper():
             reader.error(
                 item, f"{where}: methods are case-sensitive; did you mean {method.upper()!r}?"
             )
+            ok = False
         else:
             found.add(method)
-    return frozenset(found)
+    return frozenset(found) if ok else None
 
 
-def backend(reader: NodeReader, where: str, node: Node, backends: Collection[str]) -> str | None:
-    """The name of a backend the table defines."""
-    name = reader.string(node, where)
-    if name is not None and name not in backends:
+def reference(
+    reader: NodeReader, where: str, node: Node, name: str, backends: Collection[str]
+) -> str | None:
+    """``name``, read from ``node``, if it names a backend the table defines."""
+    if name not in backends:
         reader.error(node, f"{where}: unknown backend {name!r}{known(backends)}")
         return None
     return name

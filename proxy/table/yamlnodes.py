@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from proxy.table.model import Location
 
@@ -107,6 +108,10 @@ class NodeReader:
         if not isinstance(node, ScalarNode) or node.tag != _INT:
             self.error(node, f"{where}: expected an integer, got {describe(node)}")
             return None
+        if _implicit_tag(node) != _INT:
+            # Tagged !!int, but written as no integer YAML knows (!!int abc, !!int 1.5).
+            self.error(node, f"{where}: {node.value!r} is not an integer")
+            return None
         value = int(yaml.safe_load(node.value))
         if not minimum <= value <= maximum:
             self.error(node, f"{where}: {value} is out of range ({minimum} to {maximum})")
@@ -117,7 +122,11 @@ class NodeReader:
         if not isinstance(node, ScalarNode) or node.tag != _BOOL:
             self.error(node, f"{where}: expected true or false, got {describe(node)}")
             return None
-        return node.value.lower() in ("true", "yes", "on", "y")
+        if _implicit_tag(node) != _BOOL:
+            # Tagged !!bool, but neither true nor false (!!bool abc).
+            self.error(node, f"{where}: expected true or false, got {node.value!r}")
+            return None
+        return node.value.lower() in ("true", "yes", "on")
 
     def number_text(self, node: Node, where: str) -> str | None:
         """The source text of an integer or decimal number (for exact decimal arithmetic)."""
@@ -153,6 +162,12 @@ class NodeReader:
             )
             return None
         return seconds
+
+
+def _implicit_tag(node: ScalarNode) -> str:
+    """The tag YAML gives the node's text when it is written plain, untagged."""
+    # The stubs leave resolve() untyped; it returns the tag as a string.
+    return str(Resolver().resolve(ScalarNode, node.value, (True, False)))  # type: ignore[no-untyped-call]
 
 
 def _is_str(node: Node) -> bool:

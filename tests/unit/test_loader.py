@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from proxy.table.loader import MAX_TABLE_BYTES, TableError, load_table, parse_table
+from proxy.table.loader import (
+    MAX_DEPTH,
+    MAX_TABLE_BYTES,
+    TableError,
+    load_table,
+    parse_table,
+    read_yaml,
+    read_yaml_file,
+)
 from proxy.table.model import CircuitBreaker, Kind, Retries, Shadow
 
 GOOD = """\
@@ -111,6 +120,30 @@ def test_shadow_is_read_with_its_defaults() -> None:
         4096,
         2.0,
     )
+
+
+def test_zero_is_kept_wherever_zero_is_allowed() -> None:
+    # `max_body: 0` used to pass validation and silently become 262144 (`x or default`).
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends: {m: {url: "http://m"}, n: {url: "http://n"}}
+            routes:
+              - name: r
+                match: {path: /}
+                split: {m: 100, n: 0}
+                shadow: {backend: n, percent: 0, max_body: 0}
+                retries: {attempts: 1, retry_on: [], budget: {ratio: 0, min_per_second: 0}}
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    (route,) = table.routes
+    assert route.split == (("m", 10_000), ("n", 0))
+    assert route.shadow is not None
+    assert (route.shadow.percent, route.shadow.max_body) == (0, 0)
+    assert route.retries == Retries(1, frozenset(), frozenset(), 0.0, 0.0)
 
 
 def problems(text: str) -> list[str]:
@@ -467,6 +500,58 @@ BROKEN = {
             "t.yaml:8:78: routes[4] (r5).shadow.max_body: -1 is out of range (0 to 16777216)",
         ],
     ),
+    "zero where it is refused, saying so": (
+        """\
+        version: 1
+        backends:
+          a: {url: "http://a", connect_timeout: 0ms,
+              circuit_breaker: {min_requests: 0, window: 0s, open_for: 0m}}
+        routes:
+          - {name: r, match: {path: /}, backend: a, retries: {attempts: 0},
+             shadow: {backend: a, timeout: 0s}}
+        """,
+        [
+            "t.yaml:3:41: backends.a.connect_timeout: duration '0ms' is out of range (more than "
+            "0, at most 3600s)",
+            "t.yaml:4:39: backends.a.circuit_breaker.min_requests: 0 is out of range "
+            "(1 to 1000000)",
+            "t.yaml:4:50: backends.a.circuit_breaker.window: duration '0s' is out of range "
+            "(more than 0, at most 3600s)",
+            "t.yaml:4:64: backends.a.circuit_breaker.open_for: duration '0m' is out of range "
+            "(more than 0, at most 3600s)",
+            "t.yaml:6:65: routes[0] (r).retries.attempts: 0 is out of range (1 to 5)",
+            "t.yaml:7:36: routes[0] (r).shadow.timeout: duration '0s' is out of range (more than "
+            "0, at most 600s)",
+        ],
+    ),
+    "numbers and flags YAML reads but a table does not": (
+        """\
+        version: 1
+        backends: {a: {url: "http://a", max_concurrency: !!int ten}}
+        routes:
+          - {name: r, match: {path: /}, backend: a, shadow: {backend: a, learn_noise: !!bool maybe},
+             retries: {attempts: 1, budget: {ratio: 0x1, min_per_second: .inf}}}
+        """,
+        [
+            "t.yaml:2:50: backends.a.max_concurrency: 'ten' is not an integer",
+            "t.yaml:4:79: routes[0] (r).shadow.learn_noise: expected true or false, got 'maybe'",
+            "t.yaml:5:45: routes[0] (r).retries.budget.ratio: '0x1' is not a decimal number",
+            "t.yaml:5:66: routes[0] (r).retries.budget.min_per_second: '.inf' is not a decimal "
+            "number",
+        ],
+    ),
+    "a backend with a bad target is reported once, not again by the routes naming it": (
+        """\
+        version: 1
+        backends: {a: {url: 8080}, b: {lambda: "ftp://b"}}
+        routes:
+          - {name: r, match: {path: /}, backend: a, fallback: b}
+        """,
+        [
+            "t.yaml:2:21: backends.a.url: expected a string, got an integer (quote it)",
+            "t.yaml:2:40: backends.b.lambda: 'ftp://b' is not an http:// or https:// URL",
+        ],
+    ),
     "wrong shapes": (
         """\
         version: 1
@@ -548,3 +633,81 @@ def test_alias_bomb_is_not_expanded() -> None:
     text = "version: 1\nbombs:\n" + "\n".join("  " + line for line in lines) + "\n"
     found = problems(text)
     assert "t.yaml:2:1: table: unknown key 'bombs' (allowed: backends, routes, version)" in found
+
+
+def test_control_characters_are_reported_where_they_stand() -> None:
+    # PyYAML's ReaderError carries only an offset; every reader of YAML gets FILE:LINE:COL.
+    assert problems("version: 1\nbackends: {m: \x01}\n") == [
+        "t.yaml:2:15: invalid YAML: unacceptable character #x0001: special characters are "
+        "not allowed"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            b"version: 1\r\nbackends: {m: caf\xc3\xa9 \xff}\n",
+            "t.yaml:2:20: invalid YAML: 'utf-8' codec can't decode byte #xff: invalid start byte",
+        ),
+        (
+            codecs.BOM_UTF8 + b"a: 1\nb: \x02\n",
+            "t.yaml:2:4: invalid YAML: unacceptable character #x0002: special characters are "
+            "not allowed",
+        ),
+        (
+            codecs.BOM_UTF16_LE + "a: 1\nb: \x02\n".encode("utf-16-le"),
+            "t.yaml:2:4: invalid YAML: unacceptable character #x0002: special characters are "
+            "not allowed",
+        ),
+        (
+            b"a: 1\n---\nb: 2\n",
+            "t.yaml:2:1: invalid YAML: expected a single document in the stream, but found "
+            "another document",
+        ),
+        (
+            b"a: " + b"[" * 100 + b"]" * 100 + b"\n",
+            f"t.yaml:1:{3 + MAX_DEPTH}: invalid YAML: nested more than {MAX_DEPTH} levels deep",
+        ),
+        (
+            # Deep enough to exhaust the stack of a recursive composer.
+            b"[" * 100_000 + b"]" * 100_000,
+            f"t.yaml:1:{1 + MAX_DEPTH}: invalid YAML: nested more than {MAX_DEPTH} levels deep",
+        ),
+    ],
+    ids=["bad utf-8", "utf-8 bom", "utf-16", "two documents", "too deep", "stack-deep"],
+)
+def test_every_yaml_error_is_a_table_error_with_its_location(data: bytes, expected: str) -> None:
+    with pytest.raises(TableError) as caught:
+        read_yaml(data, "t.yaml")
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+def test_read_yaml_gives_the_node_tree_or_none() -> None:
+    assert read_yaml(b"# nothing but a comment\n", "t.yaml") is None
+    node = read_yaml(b"a: [1, 2]\n", "t.yaml")
+    assert node is not None
+    assert node.start_mark.line == 0
+    with pytest.raises(TableError) as caught:
+        read_yaml(b"#" * (MAX_TABLE_BYTES + 1), "t.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        f"t.yaml:1:1: file is larger than {MAX_TABLE_BYTES} bytes"
+    ]
+
+
+def test_read_yaml_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cases.yaml"
+    path.write_bytes(b"- a\n- \x07\n")
+    with pytest.raises(TableError) as caught:
+        read_yaml_file(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:2:3: invalid YAML: unacceptable character #x0007: special characters are "
+        "not allowed"
+    ]
+    path.write_bytes(b"- a\n")
+    assert read_yaml_file(path) is not None
+    with pytest.raises(TableError) as caught:
+        read_yaml_file(tmp_path / "nope.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / 'nope.yaml'}:1:1: cannot read: No such file or directory"
+    ]

@@ -12,13 +12,15 @@ VALID = b"""\
 version: 1
 backends:
   monolith: {url: "http://127.0.0.1:8081", kind: legacy, timeout: 30s}
-  catalog: {url: "http://127.0.0.1:9000", max_concurrency: 8}
+  catalog: {url: "http://127.0.0.1:9000", max_concurrency: 8, circuit_breaker: {probes: 2}}
 routes:
   - {name: all, match: {path: /}, backend: monolith}
   - name: catalog
     match: {path: "/products/{id}", methods: [GET], host: "*.example.com", headers: {X-A: "1"}}
     split: {catalog: 25, monolith: 75}
     sticky: {cookie: sid, set: true}
+    shadow: {backend: catalog, percent: 5, max_body: 0}
+    retries: {attempts: 1, budget: {ratio: 0.5}}
 """
 
 TOKENS = [
@@ -53,6 +55,19 @@ TOKENS = [
     b"\t",
     b"\x00",
     b"#",
+    # Refused by PyYAML's reader (a control character, a byte that is not UTF-8, a BOM that
+    # makes the rest UTF-16): each must still be a problem at a line and column.
+    b"\x01",
+    b"\xff",
+    b"\xff\xfe",
+    # Nesting deep enough to meet the depth limit.
+    b"[" * 40,
+    # Values YAML reads as numbers or flags that a table does not take.
+    b"!!int x",
+    b"!!bool x",
+    b"0x1",
+    b".inf",
+    b"0",
 ]
 
 
