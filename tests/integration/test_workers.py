@@ -3,11 +3,15 @@ reload trigger reaching every worker, dead workers replaced and cleaned up, drai
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.support import (
+    LOOPBACK,
     Exchange,
     Process,
     RawClient,
@@ -225,35 +230,130 @@ def test_a_dead_worker_is_replaced_and_its_live_gauges_removed(
         assert code == 0, process.proc.stdout.read()
 
 
+def gone(pid: int) -> bool:
+    """The process has ended (a worker's supervisor is its parent, but once that is killed
+    it is re-parented)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie re-parented to an init that has not reaped it yet has stopped too.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def refused(port: int) -> bool:
+    """Nothing listens on the port any more: a connection is refused outright. (A probe that
+    does connect sends nothing and closes at once, so it adds no request.)"""
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+#: How long the slow upstream still holds its answer once both workers stopped listening.
+HOLD = 1.5
+#: What the slow upstream answers, once the test lets it: big enough to take several writes.
+SLOW_BODY = b"".join(b"in flight when the supervisor died %05d\n" % i for i in range(2000))
+
+
 def test_workers_drain_when_their_supervisor_is_killed(
     tmp_path: Path, metrics_dir: Path, upstreams: tuple[RawUpstream, RawUpstream]
 ) -> None:
-    config = tmp_path / "routes.yaml"
-    write(config, *upstreams, route_to="one")
-    process, _, _ = start(config, metrics_dir)
-    workers = children(process.proc.pid)
-    process.proc.kill()
-    process.proc.wait()
+    release = threading.Event()
 
-    def gone(pid: int) -> bool:
+    async def held(exchange: Exchange) -> None:
+        # Answers only when the test says so (bounded, so nothing can hang), and then in full.
+        deadline = time.monotonic() + 30
+        while not release.is_set():
+            if time.monotonic() > deadline:
+                exchange.close()
+                return
+            await asyncio.sleep(0.01)
+        await exchange.send(response(body=SLOW_BODY))
+
+    slow = RawUpstream(held).start()
+    try:
+        config = tmp_path / "routes.yaml"
+        write(config, slow, upstreams[1], route_to="one")
+        # The drain's own bound, stated here rather than left to the default: far longer than
+        # the test holds the request.
+        process, port, _ = start(config, metrics_dir, "--drain-timeout", "30")
+        workers = children(process.proc.pid)
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie re-parented to an init that has not reaped it yet has stopped too.
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1].startswith("Z")
+            assert len(workers) == 2
+            drain_in_flight(process, port, workers, slow, release)
+        finally:
+            if process.proc.poll() is None:
+                process.proc.kill()
+                process.proc.wait()
+            for pid in workers:
+                if not gone(pid):
+                    os.kill(pid, signal.SIGKILL)
+    finally:
+        release.set()
+        slow.stop()
 
-    assert wait_for(lambda: all(gone(pid) for pid in workers), timeout=15)
+
+def drain_in_flight(
+    process: Process, port: int, workers: list[int], slow: RawUpstream, release: threading.Event
+) -> None:
+    with contextlib.closing(RawClient(port, timeout=30)) as client:
+        client.send(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+        # In flight: a worker has passed the request on and waits for the upstream's answer.
+        assert wait_for(lambda: slow.heads_received == 1, timeout=10)
+
+        process.proc.kill()
+        process.proc.wait()
+
+        # Both workers notice and stop listening (the supervisor's copy of the socket died
+        # with it), so new connections are refused, while the request is still held.
+        assert wait_for(lambda: refused(port), timeout=15)
+        # The idle worker has nothing to wait for and exits; the other stays for its request.
+        assert wait_for(lambda: sum(gone(pid) for pid in workers) == 1, timeout=15), (
+            f"not one worker gone and one left: {[(pid, gone(pid)) for pid in workers]}"
+        )
+        (busy,) = (pid for pid in workers if not gone(pid))
+        assert slow.requests[0].target == "/slow"
+
+        # The answer stays slow a while longer, well into the busy worker's drain: a worker that
+        # stopped without waiting for it, or waited too short a time, would cut it.
+        time.sleep(HOLD)
+        assert not gone(busy)
+        release.set()
+        answered = client.read_response()
+        assert (answered.status, answered.body) == (200, SLOW_BODY)
+        # Nothing more: the draining worker closes the connection after that response.
+        assert client.read_until_closed() == b""
+        assert len(slow.requests) == 1
+
+    assert wait_for(lambda: gone(busy), timeout=15)
+    assert refused(port)
 
 
 def test_a_table_that_does_not_load_stops_before_any_worker_starts(tmp_path: Path) -> None:
     config = tmp_path / "routes.yaml"
     config.write_text("version: 1\nbackends: {}\nroutes: []\n")
-    process = Process(
-        [sys.executable, "-m", "proxy", "serve", "-c", str(config), "--workers", "2", "--port", "0"]
-    )
-    assert process.proc.wait(20) == 1
+    args = [sys.executable, "-m", "proxy", "serve", "-c", str(config), "--workers", "2"]
+    # Loopback and kernel-chosen ports, should anything be bound after all.
+    args += ["--host", LOOPBACK, "--port", "0", "--admin-port", "0"]
+    process = Process(args)
+    try:
+        assert process.proc.wait(20) == 1
+    finally:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
     assert process.proc.stdout is not None
     output = process.proc.stdout.read()
-    assert f"{config}:2:11: backends: at least one backend is required" in output
+    # Every process that loads the table reports its problems: said once, only the supervisor
+    # loaded it. A worker started would have said them again, and the supervisor that it
+    # failed.
+    problem = f"{config}:2:11: backends: at least one backend is required\n"
+    assert output.count(problem) == 1, output
+    assert output.count(f"strangler: {config}: not loaded (2 problems)\n") == 1, output
+    assert "worker" not in output, output

@@ -3,14 +3,24 @@ distribution, and the monotone ramp as a property."""
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.splitting import Choice, Split, key_points
+
+#: The checkout, where a fresh interpreter imports the same proxy package.
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The probability of a false alarm per bound checked.
 ALPHA = 1e-6
@@ -94,23 +104,116 @@ def test_the_smallest_step_is_one_basis_point() -> None:
     assert landed > 0
 
 
+#: key_points for (route, key), computed once with hashlib straight from the rule in
+#: proxy.splitting's docstring (BLAKE2b with a 16-byte digest of "route\0key" in UTF-8; the
+#: first 8 bytes big-endian mod 10000, the last 8 big-endian), not by calling the code.
+#: Replicas and restarts must agree, so these numbers may never change.
+GOLDEN_POINTS = {
+    ("catalog", "u-42"): (9648, 804851898302642004),
+    ("other-route", "u-42"): (8849, 1110569477819252858),
+    ("catalog", "u-43"): (5997, 10010121053838414258),
+    ("catalog", ""): (8615, 7380819178502393156),
+    ("checkout", "session-ünïcode"): (5437, 4757597300979086605),
+}
+
+#: Where user-0 ... user-11 land on route "catalog" split new-a 15%, legacy-a 30%, new-b 25%,
+#: legacy-b 30%, by the same rule: the side point picks new below 4000, the second number modulo
+#: the side's total picks within it. Every backend is reached, so both numbers matter.
+FOUR_WAY = (
+    ("new-a", 1500, True),
+    ("legacy-a", 3000, False),
+    ("new-b", 2500, True),
+    ("legacy-b", 3000, False),
+)
+GOLDEN_FOUR_WAY = [
+    "legacy-a",
+    "new-b",
+    "legacy-b",
+    "legacy-a",
+    "new-a",
+    "legacy-a",
+    "legacy-b",
+    "legacy-a",
+    "legacy-a",
+    "legacy-b",
+    "new-b",
+    "new-a",
+]
+
+KEYS = [f"user-{i}" for i in range(400)]
+
+#: Run in a fresh interpreter: the same numbers and choices as a restarted replica sees them.
+FRESH_PROCESS = """
+import json, sys
+from proxy.splitting import Choice, Split, key_points
+spec = json.loads(sys.stdin.read())
+four = Split("catalog", [Choice(*choice) for choice in spec["four_way"]])
+print(json.dumps({
+    "points": [list(key_points(route, key)) for route, key in spec["pairs"]],
+    "four_way": [four.pick_for_key(f"user-{i}") for i in range(len(spec["golden"]))],
+    "rebuilt": {key: four.pick_for_key(key) for key in spec["keys"]},
+    "salted": hash("u-42"),
+}))
+"""
+
+
+@functools.cache
+def in_fresh_process(hash_seed: str) -> dict[str, Any]:
+    """What a new process started with PYTHONHASHSEED=``hash_seed`` computes."""
+    spec = {
+        "pairs": list(GOLDEN_POINTS),
+        "four_way": FOUR_WAY,
+        "golden": GOLDEN_FOUR_WAY,
+        "keys": KEYS,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def test_the_sticky_hash_is_fixed_forever() -> None:
-    # Replicas and restarts must agree, so these numbers may never change.
-    assert key_points("catalog", "u-42") == key_points("catalog", "u-42")
-    assert key_points("catalog", "u-42") == (9648, 804851898302642004)
-    assert key_points("other-route", "u-42")[0] != key_points("catalog", "u-42")[0]
+    for (route, key), points in GOLDEN_POINTS.items():
+        assert key_points(route, key) == points, (route, key)
+    chooser = split(*FOUR_WAY)
+    assert [
+        chooser.pick_for_key(f"user-{i}") for i in range(len(GOLDEN_FOUR_WAY))
+    ] == GOLDEN_FOUR_WAY
+
+
+@pytest.mark.parametrize("hash_seed", ["1", "2"])
+def test_the_sticky_hash_is_the_same_in_every_process(hash_seed: str) -> None:
+    """Never Python's salted ``hash()``: a process with another string-hash seed computes the
+    very same numbers and choices."""
+    fresh = in_fresh_process(hash_seed)
+    assert [tuple(points) for points in fresh["points"]] == list(GOLDEN_POINTS.values())
+    assert fresh["four_way"] == GOLDEN_FOUR_WAY
+
+
+def test_the_fresh_processes_really_hash_strings_differently() -> None:
+    # Otherwise the test above could not tell a salted hash() from a stable one.
+    assert in_fresh_process("1")["salted"] != in_fresh_process("2")["salted"]
 
 
 def test_the_same_key_keeps_its_backend_in_every_rebuilt_split() -> None:
-    # A reload or a restart builds a new Split from the same weights: no key may move.
-    first = split(("catalog", 5000, True), ("monolith", 5000, False))
-    again = split(("catalog", 5000, True), ("monolith", 5000, False))
+    # A reload builds a new Split from the same weights, a restart builds it in a new process
+    # (with another string-hash seed): no key may move, on either side or within one.
+    first = split(*FOUR_WAY)
+    again = split(*FOUR_WAY)
     landed = {key: first.pick_for_key(key) for key in KEYS}
     assert landed == {key: again.pick_for_key(key) for key in KEYS}
-    assert set(landed.values()) == {"catalog", "monolith"}
-
-
-KEYS = [f"user-{i}" for i in range(400)]
+    assert set(landed.values()) == {name for name, _, _ in FOUR_WAY}
+    assert in_fresh_process("1")["rebuilt"] == landed
+    assert in_fresh_process("2")["rebuilt"] == landed
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=2, max_size=8))
