@@ -22,9 +22,9 @@ from proxy.backends.guarded import GuardedBackend
 from proxy.metrics import Metrics
 from proxy.migration import migration_report
 from proxy.reloader import Reloader, problem_json
+from proxy.routes import CompiledTable
 from proxy.runtime import Runtime
 from proxy.shadow import Shadower
-from proxy.table.compile import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Backend, Retries, Sticky
 from proxy.timefmt import iso_time
 

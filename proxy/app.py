@@ -21,16 +21,17 @@ from proxy.admin import create_admin
 from proxy.admin_access import AdminAccess
 from proxy.asgi import ASGIApp
 from proxy.backends import backend_factory
-from proxy.backends.http import new_client
-from proxy.backends.transport import PooledTransport
+from proxy.backends.adapters import ClientTransport, HttpxUpstream, new_client
+from proxy.backends.transport import Transport
 from proxy.clientaddr import TrustedProxies, parse_networks
 from proxy.gateway import Gateway
+from proxy.live import publish
 from proxy.metrics import Metrics
 from proxy.reloader import Reloader
+from proxy.routes import compile_table
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.shadow import Shadower
-from proxy.table.compile import compile_table
 from proxy.table.loader import load_table
 
 
@@ -40,6 +41,7 @@ class Application:
     runtime: Runtime
     metrics: Metrics
     client: httpx.AsyncClient
+    upstream: Transport | HttpxUpstream
     reloader: Reloader
     public: Gateway
     admin: ASGIApp
@@ -75,6 +77,7 @@ class Application:
         for backend in self.runtime.table.backends.values():
             await backend.aclose()
         await self.client.aclose()
+        await self.upstream.aclose()
 
 
 def _tell_supervisor() -> None:
@@ -90,14 +93,19 @@ def create_app(
     rng: random.Random | None = None,
 ) -> Application:
     """Load and compile the table at ``settings.config`` (raising
-    :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it."""
-    transport = transport or PooledTransport()
-    client = new_client(transport)
+    :class:`~proxy.table.loader.TableError`) and build both ASGI apps around it. ``transport``
+    replaces the upstream transport (tests pass ``httpx.MockTransport``)."""
+    upstream: Transport | HttpxUpstream
+    if transport is None:
+        upstream = Transport()
+        client = new_client(ClientTransport(upstream))
+    else:
+        upstream = HttpxUpstream(transport)
+        client = new_client(transport)
     metrics = Metrics(__version__, settings.metrics_dir)
-    make_backend = backend_factory(client, transport, metrics)
-    table = compile_table(load_table(settings.config), make_backend, metrics)
-    metrics.table_loaded(table.loaded_at)
-    runtime = Runtime(table)
+    make_backend = backend_factory(client, upstream)
+    table = compile_table(load_table(settings.config), make_backend)
+    runtime = Runtime(publish(table, metrics))
     reloader = Reloader(settings.config, runtime, metrics, make_backend)
     shadower = Shadower()
     return Application(
@@ -105,6 +113,7 @@ def create_app(
         runtime=runtime,
         metrics=metrics,
         client=client,
+        upstream=upstream,
         reloader=reloader,
         public=Gateway(
             runtime,

@@ -35,15 +35,14 @@ class CircuitBreaker:
     ) -> None:
         self.spec = spec
         self._clock = clock
-        self._on_change = on_change
+        #: Called with the new state on every change (set when the state is published).
+        self.on_change = on_change
         #: (requests, failures) while closed.
         self._counts = SlidingCounts(spec.window, clock)
         self.state = State.CLOSED
         self._opened_at = 0.0
         self._probing = 0
         self._probes_passed = 0
-        if on_change is not None:
-            on_change(self.state)
 
     def allow(self) -> bool:
         """Whether a request may go to the backend now; when True, exactly one of
@@ -101,5 +100,5 @@ class CircuitBreaker:
 
     def _set(self, state: State) -> None:
         self.state = state
-        if self._on_change is not None:
-            self._on_change(state)
+        if self.on_change is not None:
+            self.on_change(state)

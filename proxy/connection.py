@@ -113,9 +113,15 @@ class HttpConnection(asyncio.Protocol):
         # Bytes of the current head received so far (None while a body arrives).
         self._head_bytes: int | None = 0
         self._began = False
+        # One timer per connection guards both deadlines: a head arriving (the head timeout)
+        # and an idle keep-alive connection. It is moved only when a deadline comes sooner
+        # than it is set for, and otherwise fires, looks, and sets itself again: a request
+        # on a kept-alive connection costs no timer at all.
         self._timer: TimerHandle | None = None
-        #: Whether the timer is the idle keep-alive one (else the head's deadline, or a linger).
-        self._idle = False
+        self._timer_at = 0.0
+        self._guarding = _NOTHING
+        self._since = 0.0
+        self._linger_timer: TimerHandle | None = None
         #: No request after the current one is served: it said close, or the server stops.
         self._no_more = False
         #: Nothing more is parsed: the last request has been read whole, or input was refused.
@@ -142,12 +148,15 @@ class HttpConnection(asyncio.Protocol):
             self.server = (str(local[0]), int(local[1]))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
-        self._arm(self.guard.timeout, self._head_timed_out)
+        # The first request's head must arrive within the head timeout of the connection.
+        self._guard(_HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
         self._closing = True
         self._disarm()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         if self._current is not None:
             self._current.lose()
         self._pending.clear()
@@ -169,9 +178,6 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return  # after the last request, or while lingering: discarded
-        if self._idle:
-            # The first byte of a request on an idle connection: its head deadline starts.
-            self._arm(self.guard.timeout, self._head_timed_out)
         in_head = self._head_bytes is not None
         self._began = False
         self._feed(self.parser, data)
@@ -210,8 +216,9 @@ class HttpConnection(asyncio.Protocol):
         self._headers = []
         self._in_head = True
         self._expect_continue = False
-        if self._timer is None:
-            self._arm(self.guard.timeout, self._head_timed_out)
+        if self._guarding != _HEAD:
+            # The first byte of a request on a kept-alive connection: its head deadline starts.
+            self._guard(_HEAD)
 
     def on_url(self, url: bytes) -> None:
         if not self._skipping_head:
@@ -231,7 +238,7 @@ class HttpConnection(asyncio.Protocol):
             self._skipping_head = False
             return
         self._in_head = False
-        self._disarm()
+        self._guarding = _NOTHING
         if self._stopped or self._no_more:
             return  # the connection is closing: a request after that is not served
         parser = self.parser
@@ -249,7 +256,7 @@ class HttpConnection(asyncio.Protocol):
         raw_path: bytes = parsed.path or b""
         path = raw_path.decode("latin-1")
         headers = self._headers
-        scope = {
+        scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": version,
@@ -272,6 +279,7 @@ class HttpConnection(asyncio.Protocol):
             expect_continue=self._expect_continue and version == "1.1",
             has_body=has_body,
         )
+        scope["extensions"] = {"strangler.cycle": cycle}
         self._parsing = cycle if has_body else None
         if not keep_alive:
             # Whatever follows a request that closes the connection is not read as requests.
@@ -326,7 +334,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _start(self, cycle: Cycle) -> None:
         self._current = cycle
-        task = self.loop.create_task(run_app(self.app, cycle))
+        task = cycle.task = self.loop.create_task(run_app(self.app, cycle))
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
 
@@ -367,8 +375,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
         else:
             self._update_reading()
-            self._arm(self.keep_alive_timeout, self._idle_timed_out)
-            self._idle = True
+            self._guard(_IDLE)
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now if idle, else after the current response."""
@@ -425,7 +432,7 @@ class HttpConnection(asyncio.Protocol):
         if self._read_paused:
             transport.resume_reading()
             self._read_paused = False
-        self._arm(LINGER_SECONDS, transport.close)
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
 
     # -- timers and flow control ------------------------------------------------------------
 
@@ -435,25 +442,45 @@ class HttpConnection(asyncio.Protocol):
             self._disarm()
             self.transport.close()
 
-    def _arm(self, seconds: float, callback: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, callback)
+    def _guard(self, what: int) -> None:
+        """From now on the watchdog guards ``what``: a head arriving, or an idle connection."""
+        now = self.loop.time()
+        self._guarding, self._since = what, now
+        deadline = now + (self.guard.timeout if what == _HEAD else self.keep_alive_timeout)
+        if self._timer is None or self._timer_at > deadline:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._watchdog)
 
     def _disarm(self) -> None:
-        self._idle = False
+        self._guarding = _NOTHING
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _head_timed_out(self) -> None:
+    def _watchdog(self) -> None:
         self._timer = None
-        self._refuse(RequestTimeout("the request head did not arrive in time"))
-
-    def _idle_timed_out(self) -> None:
-        self._timer = None
-        self._idle = False
-        if self._current is None:
-            self._close()
+        if self._closing:
+            return
+        now = self.loop.time()
+        if self._guarding == _HEAD:
+            deadline = self._since + self.guard.timeout
+            if now >= deadline:
+                self._refuse(RequestTimeout("the request head did not arrive in time"))
+                return
+        elif self._guarding == _IDLE:
+            deadline = self._since + self.keep_alive_timeout
+            if now >= deadline:
+                if self._current is None:
+                    self._close()
+                return
+        else:
+            deadline = now + min(self.guard.timeout, self.keep_alive_timeout)
+        self._arm(deadline)
 
     def _update_reading(self) -> None:
         """Reading pauses while requests wait behind the current one, or a body piles up
@@ -487,6 +514,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
+
+
+#: What the connection's watchdog guards.
+_NOTHING, _HEAD, _IDLE = range(3)
 
 
 def _refusal(version: str, method: str) -> GatewayError | None:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from proxy.asgi import Message, Scope
+from proxy.asgi import Message, RawHeaders, Scope
 
 log = logging.getLogger("strangler.http")
 
@@ -49,6 +49,7 @@ class Connection(Protocol):
     """What a cycle needs of its connection (implemented by :mod:`proxy.connection`)."""
 
     transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
 
     def write_paused(self) -> bool: ...
 
@@ -76,10 +77,12 @@ class Cycle:
         "head_only",
         "http10",
         "keep_alive",
+        "on_disconnect",
         "response_complete",
         "response_started",
         "scope",
         "status",
+        "task",
     )
 
     def __init__(
@@ -105,6 +108,11 @@ class Cycle:
         self._delivered = False
         self._waiter: asyncio.Future[None] | None = None
         self.disconnected = False
+        #: Called once when the client goes away mid-request (the gateway cancels its work):
+        #: the connection knows at once, where an app would need a task waiting on receive().
+        self.on_disconnect: Callable[[], None] | None = None
+        #: The task running the app for this request (set by the connection).
+        self.task: asyncio.Task[None] | None = None
         self.response_started = False
         self.response_complete = False
         self.status = 0
@@ -126,6 +134,9 @@ class Cycle:
         """The client went away, or its request turned out broken mid-body."""
         self.disconnected = True
         self._wake()
+        callback, self.on_disconnect = self.on_disconnect, None
+        if callback is not None and not self.response_complete:
+            callback()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -133,7 +144,7 @@ class Cycle:
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._connection.loop.create_future()
         try:
             await self._waiter
         finally:
@@ -175,22 +186,48 @@ class Cycle:
         if not self.response_started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
-            self._start(message["status"], message.get("headers", ()))
+            self._begin(message["status"], message.get("headers", ()), True)
             # A head waits for the body's first piece so that both go out in one write; if
             # the app has none ready in this turn of the loop, the head goes out alone.
-            asyncio.get_running_loop().call_soon(self._flush_head)
+            connection.loop.call_soon(self._flush_head)
             return
         if kind != "http.response.body" or self.response_complete:
             raise RuntimeError(f"unexpected {kind!r} after the response was complete")
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
+        self.write(message.get("body", b""), message.get("more_body", False))
+
+    # -- the gateway's own way in: no messages, no checks of what it already checked ----------
+
+    def respond(self, status: int, headers: RawHeaders, body: bytes, more: bool) -> None:
+        """Start the response and write its first piece of body, in one write. ``headers``
+        must be lower-case names with valid values (the gateway's are: llhttp parsed them, or
+        the gateway made them)."""
+        if self.disconnected:
+            return
+        if self.response_started:
+            raise RuntimeError("the response has already started")
+        self._begin(status, headers, False)
+        self.write(body, more)
+
+    @property
+    def write_paused(self) -> bool:
+        """Whether the client reads slower than the response is written (then :meth:`drain`)."""
+        return self._connection.write_paused()
+
+    async def drain(self) -> None:
+        if self._connection.write_paused() and not self.disconnected:
+            await self._connection.drain()
+
+    def write(self, body: bytes, more: bool) -> None:
+        """The response's next piece of body (the last when ``more`` is false)."""
+        if self.disconnected:
+            return
         self._write_body(body, more)
         if not more:
             self.response_complete = True
             self._wake()
-            connection.finished(self)
+            self._connection.finished(self)
 
-    def _start(self, status: int, headers: Any) -> None:
+    def _begin(self, status: int, headers: Any, check: bool) -> None:
         if not 200 <= status <= 599:
             raise RuntimeError(f"status {status} is not a final response status")
         self.response_started = True
@@ -200,9 +237,10 @@ class Cycle:
         length: int | None = None
         bodyless = status in _BODYLESS_STATUSES
         for name, value in headers:
-            name = name.lower()
-            if not _TOKEN.match(name) or b"\r" in value or b"\n" in value or b"\0" in value:
-                raise RuntimeError(f"invalid response header {name!r}")
+            if check:
+                name = name.lower()
+                if not _TOKEN.match(name) or b"\r" in value or b"\n" in value or b"\0" in value:
+                    raise RuntimeError(f"invalid response header {name!r}")
             if name == b"content-length":
                 if length is not None or not value.isdigit():
                     raise RuntimeError("invalid or repeated Content-Length in the response")

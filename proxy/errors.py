@@ -1,4 +1,4 @@
-"""The gateway's own errors and the one place they are rendered as responses (CONTRACT §5).
+"""The gateway's own errors and their JSON bodies (docs/reference.md, "Errors").
 
 Backends translate their failures into these types at their boundary; the gateway renders
 them. Nothing else writes an error body.
@@ -7,8 +7,9 @@ them. Nothing else writes an error body.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from proxy.asgi import Message, Send
+from proxy.asgi import Send
 
 
 class GatewayError(Exception):
@@ -108,21 +109,18 @@ class UpstreamTimeout(GatewayError):
 
 
 class UpstreamStatus(GatewayError):
-    """A complete upstream response whose status the route lists as a failure (``retries`` or
-    ``fallback`` ``statuses``), held back from the client. When no other attempt is made, the
-    held response is what the client gets, unchanged."""
+    """A complete backend answer whose status the route lists as a failure (``retries`` or
+    ``fallback`` ``statuses``), held back from the client while the gateway may try elsewhere.
+    When no other attempt is made, the held answer is what the client gets, unchanged."""
 
     code = "upstream_status"
     backend_failure = True
 
-    def __init__(self, status: int, messages: list[Message]) -> None:
-        super().__init__(f"the backend answered {status}")
-        self.status = status
-        self.messages = messages
-
-    async def replay(self, send: Send) -> None:
-        for message in self.messages:
-            await send(message)
+    def __init__(self, answer: Any) -> None:
+        super().__init__(f"the backend answered {answer.status}")
+        self.status = answer.status
+        #: The held proxy.backends.base.Answer.
+        self.answer = answer
 
 
 class StreamAborted(Exception):

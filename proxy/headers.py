@@ -1,4 +1,5 @@
-"""Header hygiene in both directions (CONTRACT §2.7): what a backend sees, what a client gets.
+"""Header hygiene in both directions (docs/forwarding.md): what a backend sees, what a client
+gets.
 
 Headers stay a list of byte pairs from end to end, never a dict: repeated fields such as
 ``Set-Cookie`` must stay separate lines, and values must pass through byte for byte.
@@ -7,7 +8,6 @@ Headers stay a list of byte pairs from end to end, never a dict: repeated fields
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 
 from proxy.asgi import RawHeaders
@@ -63,6 +63,9 @@ NEVER_NOMINATED = frozenset(
     }
 )
 
+_BODYLESS_DROP = _RESPONSE_DROP | {b"content-length"}
+#: Connection values that nominate nothing beyond the hop-by-hop fields already removed.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}\Z")
 VIA = b"strangler"
 
@@ -73,7 +76,8 @@ class RequestHead:
 
     host: bytes | None
     hosts: int
-    request_id: str
+    #: The client's X-Request-Id when it is a usable one, else None (the gateway makes one).
+    request_id: str | None
     has_body: bool
     connection_tokens: frozenset[bytes]
     #: The Transfer-Encoding field's value, when the request has one.
@@ -105,10 +109,9 @@ def read_head(headers: RawHeaders) -> RequestHead:
             coding = value if coding is None else coding + b", " + value
         elif name == b"connection":
             tokens = tokens | _tokens(value)
+    rid = None
     if request_id is not None and _REQUEST_ID.match(request_id):
         rid = request_id.decode("ascii")
-    else:
-        rid = str(uuid.uuid4())
     return RequestHead(host, hosts, rid, has_body, tokens, coding, len(headers), size)
 
 
@@ -127,6 +130,7 @@ def upstream_request_headers(
     head: RequestHead,
     *,
     host: bytes | None,
+    request_id: str,
     forwarding: Forwarding,
     scheme: str,
     http_version: str,
@@ -155,22 +159,27 @@ def upstream_request_headers(
     if forwarded_host is not None:
         out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"via", http_version.encode("latin-1") + b" " + VIA))
-    out.append((b"x-request-id", head.request_id.encode("ascii")))
+    out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 
 
 def client_response_headers(headers: RawHeaders, request_id: str, status: int) -> RawHeaders:
-    """A backend's response headers as the client gets them."""
-    tokens: frozenset[bytes] = frozenset()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens = tokens | _tokens(value)
-    drop = _RESPONSE_DROP | tokens
+    """A backend's response headers as the client gets them: names lower-case, hop-by-hop
+    fields and those the backend's Connection names removed, X-Request-Id the request's."""
     # A 204 has no body and a 304's Content-Length describes a body it does not carry; the
-    # ASGI server would count it against the empty body, so it is left out.
-    if status in (204, 304) or status < 200:
-        drop = drop | {b"content-length"}
-    out = [(name.lower(), value) for name, value in headers if name.lower() not in drop]
+    # server would count it against the empty body, so it is left out.
+    drop = _RESPONSE_DROP if status not in (204, 304) else _BODYLESS_DROP
+    out: RawHeaders = []
+    nominated: frozenset[bytes] | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name in drop:
+            if name == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                nominated = (nominated or frozenset()) | _tokens(value)
+            continue
+        out.append((name, value))
+    if nominated:
+        out = [(name, value) for name, value in out if name not in nominated]
     out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 

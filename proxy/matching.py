@@ -17,6 +17,9 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 # What may stand unencoded in a normalised path: pchar (RFC 3986 §3.3) and "/".
 _ALLOWED_RAW = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: A path normalisation leaves as it is: segments of pchar other than '%' and ';', none empty
+#: and none starting with '.' (so no dot segment), and at most a trailing '/'.
+_PLAIN = re.compile(rb"(?:/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)*/?")
 
 
 class BadPath(ValueError):
@@ -39,6 +42,14 @@ def normalise_path(raw: bytes) -> str:
     """
     if not raw.startswith(b"/"):
         raise BadPath("the request target must be a path starting with '/'")
+    if _PLAIN.fullmatch(raw) is not None:
+        # Most paths are already normal: only pchar, no escape, no empty, dot or ';' segment.
+        return raw.decode("ascii")
+    return normalise_slowly(raw)
+
+
+def normalise_slowly(raw: bytes) -> str:
+    """:func:`normalise_path` byte by byte, for a path that may need it."""
     out: list[str] = []
     i, n = 0, len(raw)
     while i < n:

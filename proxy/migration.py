@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from proxy.metrics import Metrics
-from proxy.table.compile import CompiledTable
+from proxy.routes import CompiledTable
 from proxy.table.model import WEIGHT_SCALE, Kind
 from proxy.timefmt import iso_time
 

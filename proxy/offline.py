@@ -8,24 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proxy import __version__
 from proxy.backends import backend_factory
-from proxy.backends.http import new_client
-from proxy.backends.transport import PooledTransport
-from proxy.hosts import BadHost, parse_host
-from proxy.matching import BadPath, match_segments, normalise_path
-from proxy.metrics import Metrics
-from proxy.table.compile import CompiledRoute, CompiledTable, compile_table
+from proxy.backends.adapters import ClientTransport, new_client
+from proxy.backends.transport import Transport
+from proxy.errors import BadRequest
+from proxy.routes import CompiledRoute, CompiledTable, compile_table
 from proxy.table.loader import load_table
 from proxy.table.model import WEIGHT_SCALE
 
 
 def load_compiled(path: str) -> CompiledTable:
     """The compiled table at ``path`` (raises TableError); its backends hold no connections."""
-    metrics = Metrics(__version__)
-    transport = PooledTransport()
-    factory = backend_factory(new_client(transport), transport, metrics)
-    return compile_table(load_table(path), factory, metrics)
+    transport = Transport()
+    return compile_table(
+        load_table(path), backend_factory(new_client(ClientTransport(transport)), transport)
+    )
 
 
 def summarise(table: CompiledTable) -> str:
@@ -60,23 +57,18 @@ def explain_request(
             headers.append((b"host", authority.encode("latin-1")))
     raw_path, _, _query = target.partition("?")
     host_value = next((value for name, value in headers if name == b"host"), None)
-    host = None
     lines = [f"request   {method} {target}"]
-    if host_value is not None:
-        try:
-            host = parse_host(host_value).name
-        except BadHost as exc:
-            lines.append(f"refused   400 bad_request: bad Host: {exc}")
-            return "\n".join(lines), False
-        lines[0] += f"   (host {host})"
     try:
-        path = normalise_path(raw_path.encode("utf-8"))
-    except BadPath as exc:
-        lines.append(f"refused   400 bad_request: {exc}")
+        # The gateway's own resolution: the same normalisation, the same refusals.
+        path, host = table.normalise(raw_path.encode("utf-8"), host_value)
+    except BadRequest as exc:
+        lines.append(f"refused   400 bad_request: {exc.message}")
         return "\n".join(lines), False
+    if host is not None:
+        lines[0] += f"   (host {host.name})"
     if path != raw_path:
         lines.append(f"path      {path}   (normalised; this is what the backend receives)")
-    decisions = table.router.explain(method, match_segments(path), host, headers)
+    decisions = table.explain(method, path, host, headers)
     winner = next((d for d in decisions if d.reason is None), None)
     if winner is None:
         lines.append("route     none: the gateway answers 404 no_route")

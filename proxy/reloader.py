@@ -1,5 +1,5 @@
 """How a new routing table arrives: validated and compiled whole, then published by one
-assignment (CONTRACT §2.6).
+assignment (docs/reload.md).
 
 Every trigger (the file watcher, SIGHUP, ``POST /reload``) calls :meth:`Reloader.reload`, which
 is serialised, reads the file, and does nothing when its bytes are those of the live table. A
@@ -22,10 +22,11 @@ from typing import Any
 import watchfiles
 
 from proxy.backends.base import Backend
+from proxy.live import Live, publish
 from proxy.metrics import Metrics
+from proxy.routes import CompiledTable, compile_table
 from proxy.runtime import Runtime
 from proxy.table import model
-from proxy.table.compile import CompiledTable, compile_table
 from proxy.table.loader import TableError, digest, parse_table, read_table_bytes
 from proxy.table.yamlnodes import Problem
 from proxy.timefmt import iso_time
@@ -84,7 +85,8 @@ class Reloader:
             return self._reload(trigger)
 
     def _reload(self, trigger: str) -> ReloadResult:
-        old = self._runtime.table
+        live = self._runtime.live
+        old = live.table
         try:
             data = read_table_bytes(self.path)
         except TableError as exc:
@@ -96,21 +98,20 @@ class Reloader:
             # The same bad bytes again: already reported and counted once.
             return ReloadResult(False, old.version, self._rejected_problems)
         try:
-            new = compile_table(parse_table(data, self.path), self._carry_over(old), self._metrics)
+            new = compile_table(parse_table(data, self.path), self._carry_over(old))
         except TableError as exc:
             return self._rejected(trigger, version, exc.problems)
         self._rejected_version = None
-        self._runtime.table = new  # the swap: requests from now on see the new table
+        # Known good: now, and only now, it becomes what the metrics describe.
+        self._runtime.live = publish(new, self._metrics, live)  # the swap
         self._runtime.last_error = None
-        self._metrics.table_loaded(new.loaded_at)
-        self._metrics.retire({route.name: route.backend_names for route in new.router.routes})
         log.info(
             "%s: loaded version %s (was %s) on %s", self.path, new.version, old.version, trigger
         )
         kept = {id(backend) for backend in new.backends.values()}
         dropped = [b for b in old.backends.values() if id(b) not in kept]
         if dropped:
-            task = asyncio.get_running_loop().create_task(self._close_after(old, dropped))
+            task = asyncio.get_running_loop().create_task(self._close_after(live, dropped))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return ReloadResult(changed=True, version=new.version)
@@ -143,7 +144,7 @@ class Reloader:
         )
         return ReloadResult(changed=False, version=self._runtime.table.version, problems=problems)
 
-    async def _close_after(self, old: CompiledTable, backends: list[Backend]) -> None:
+    async def _close_after(self, old: Live, backends: list[Backend]) -> None:
         await old.usage.drained()
         for backend in backends:
             await backend.aclose()

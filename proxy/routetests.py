@@ -1,5 +1,6 @@
-"""Route tests (CONTRACT §2.8): a YAML list of requests and the route and backend each must
-get, checked against a compiled table without serving it (``strangler check --tests``).
+"""Route tests (docs/reference.md, "Route tests"): a YAML list of requests and the route and
+backend each must get, checked against a compiled table without serving it
+(``strangler check --tests``).
 
 ```yaml
 - request: { method: GET, path: /auth/login }
@@ -17,10 +18,9 @@ from __future__ import annotations
 import yaml
 from yaml.nodes import Node
 
+from proxy.errors import BadRequest, NoRoute
 from proxy.headers import header_value
-from proxy.hosts import BadHost, parse_host
-from proxy.matching import BadPath, match_segments, normalise_path
-from proxy.table.compile import CompiledRoute, CompiledTable
+from proxy.routes import CompiledTable
 from proxy.table.loader import MAX_TABLE_BYTES, TableError
 from proxy.table.model import Location
 from proxy.table.yamlnodes import NodeReader, Problem
@@ -88,39 +88,34 @@ def _run_case(reader: NodeReader, table: CompiledTable, number: int, node: Node)
     if fields.get("host"):
         headers.append((b"host", str(fields["host"]).encode("latin-1")))
     label = f"case {number} ({method} {raw_path})"
-    got_route, got_backend = _decide(table, method, raw_path, headers)
+    got_route, got_backend, why = _decide(table, method, raw_path, headers)
     if "route" in wanted and wanted["route"] != got_route:
-        return f"{label}: expected route {wanted['route']}, got {got_route}"
+        return f"{label}: expected route {wanted['route']}, got {got_route}{why}"
     if "backend" in wanted and wanted["backend"] != got_backend:
-        return f"{label}: expected backend {wanted['backend']}, got {got_backend}"
+        return f"{label}: expected backend {wanted['backend']}, got {got_backend}{why}"
     return None
 
 
 def _decide(
     table: CompiledTable, method: str, raw_path: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
+    """The route and backend the gateway would give the request (its own resolution), and
+    why, when that is not plain: a refused request has route and backend ``none``."""
+    host = header_value(headers, b"host")
     try:
-        path = normalise_path(raw_path.split("?", 1)[0].encode("utf-8"))
-    except BadPath as exc:
-        return "none", f"none (path refused: {exc})"
-    host_value = header_value(headers, b"host")
-    host = None
-    if host_value is not None:
-        try:
-            host = parse_host(host_value.encode("latin-1")).name
-        except BadHost as exc:
-            return "none", f"none (Host refused: {exc})"
-    found = table.router.match(method, match_segments(path), host, headers)
-    if found is None:
-        return "none", "none"
-    return found[0].name, _backend(found[0], headers)
-
-
-def _backend(route: CompiledRoute, headers: list[tuple[bytes, bytes]]) -> str:
-    live = [backend.name for backend, weight in route.backends if weight > 0]
-    if len(live) == 1:
-        return live[0]
-    key = route.sticky.key(headers) if route.sticky is not None else None
-    if key is None:
-        return f"one of {', '.join(live)} at random (send the sticky key to pin it)"
-    return route.split.pick_for_key(key).name
+        resolved = table.resolve(
+            method,
+            raw_path.split("?", 1)[0].encode("utf-8"),
+            host.encode("latin-1") if host is not None else None,
+            headers,
+        )
+    except NoRoute:
+        return "none", "none", ""
+    except BadRequest as exc:
+        return "none", "none", f" (400: {exc.message})"
+    route = resolved.route
+    backend = route.chosen_for(headers)
+    if backend is not None:
+        return route.name, backend.name, ""
+    live = ", ".join(b.name for b, weight in route.backends if weight > 0)
+    return route.name, f"one of {live} at random", " (send the sticky key to pin it)"

@@ -18,13 +18,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.asgi import Message
-from proxy.backends.base import Backend, ProxyRequest
+from proxy.asgi import RawHeaders
+from proxy.backends.base import Answer, Backend, ProxyRequest
 from proxy.jsondiff import PathPatterns, differences, general
 from proxy.table import model
 from proxy.timefmt import iso_time
+
+if TYPE_CHECKING:
+    from proxy.routes import CompiledShadow
 
 log = logging.getLogger("strangler.shadow")
 
@@ -38,15 +41,6 @@ DIFFERENCES = 20
 #: Noise paths learnt per route, at most.
 NOISE = 100
 SHADOW_HEADER = (b"x-strangler-shadow", b"1")
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledShadow:
-    spec: model.Shadow
-    backend: Backend
-    ignore: PathPatterns
-    #: result -> counter child, bound at compile time.
-    counters: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -67,22 +61,18 @@ class ResponseTap:
         self.limit = limit
         self.captured = Captured()
 
-    def record(self, message: Message) -> None:
+    def start(self, status: int, headers: RawHeaders) -> None:
+        self.captured.status = status
+        self.captured.headers = list(headers)
+
+    def body(self, chunk: bytes, more: bool) -> None:
         captured = self.captured
-        if message["type"] == "http.response.start":
-            captured.status = message["status"]
-            captured.headers = list(message["headers"])
-            return
-        chunk = message.get("body", b"")
         if len(captured.body) + len(chunk) > self.limit:
             captured.too_large = True
         elif chunk:
             captured.body += chunk
-        if not message.get("more_body", False):
+        if not more:
             captured.complete = True
-
-    async def send(self, message: Message) -> None:
-        self.record(message)
 
 
 class BodyCopy:
@@ -110,13 +100,21 @@ class BodyCopy:
 
 @dataclass(slots=True)
 class Job:
+    """One mirrored request: the taps the gateway feeds, and :meth:`finish` when the primary's
+    exchange is over (``complete``: its response reached the client whole)."""
+
     route: str
     shadow: CompiledShadow
+    counters: dict[str, Any]
     request: ProxyRequest
     primary_backend: Backend
     body: BodyCopy | None
     tap: ResponseTap
     primary_done: asyncio.Future[bool]
+
+    def finish(self, complete: bool) -> None:
+        if not self.primary_done.done():
+            self.primary_done.set_result(complete)
 
 
 @dataclass(slots=True)
@@ -147,10 +145,11 @@ class Shadower:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
-    def begin(
+    def mirror(
         self,
         route: str,
         shadow: CompiledShadow,
+        counters: dict[str, Any],
         request: ProxyRequest,
         primary_backend: Backend,
     ) -> Job | None:
@@ -158,13 +157,14 @@ class Shadower:
         the queue is full (counted as dropped)."""
         queue = self._queue
         if queue is None or queue.full():
-            self._count(route, shadow, "dropped")
+            self._count(route, shadow, counters, "dropped")
             return None
         limit = shadow.spec.max_body
         body = BodyCopy(limit) if request.body is not None else None
         job = Job(
             route,
             shadow,
+            counters,
             request,
             primary_backend,
             body,
@@ -183,7 +183,7 @@ class Shadower:
             except Exception:
                 log.exception("route=%s shadow comparison failed", job.route)
                 result = "error"
-            self._count(job.route, job.shadow, result)
+            self._count(job.route, job.shadow, job.counters, result)
 
     async def _run(self, job: Job) -> str:
         spec = job.shadow.spec
@@ -245,9 +245,11 @@ class Shadower:
             record = self.records[route] = RouteRecord(shadow.backend.name)
         return record
 
-    def _count(self, route: str, shadow: CompiledShadow, result: str) -> None:
+    def _count(
+        self, route: str, shadow: CompiledShadow, counters: dict[str, Any], result: str
+    ) -> None:
         self._record(route, shadow).counts[result] += 1
-        shadow.counters[result].inc()
+        counters[result].inc()
 
     def report(self, routes: dict[str, CompiledShadow]) -> dict[str, Any]:
         """``GET /shadow``: per shadowed route, counts, parity, learnt noise, last mismatches."""
@@ -375,19 +377,40 @@ async def _call(
 ) -> Captured | None:
     """Send a copy of ``request`` to ``backend``; its answer (``too_large`` past the body
     limit), or None when it failed."""
+    task = asyncio.current_task()
+    assert task is not None
     copy = replace(
         request,
+        task=task,
         headers=[*request.headers, SHADOW_HEADER],
         body=_once(body) if body or request.body is not None else None,
     )
     tap = ResponseTap(spec.max_body)
     try:
         async with asyncio.timeout(spec.timeout):
-            await backend.handle(copy, tap.send)
+            answer = await backend.call(copy)
+            try:
+                await _read(answer, tap)
+            finally:
+                answer.close()
     except Exception as exc:  # a failing shadow is a result, never a crash
         log.info("route=%s shadow %s failed: %s", request.route, backend.name, exc)
         return None
     return tap.captured if tap.captured.complete else None
+
+
+async def _read(answer: Answer, tap: ResponseTap) -> None:
+    """A shadow's answer, into its tap (at most the tap's limit is kept)."""
+    tap.start(answer.status, [(name.lower(), value) for name, value in answer.headers])
+    stream = answer.stream
+    if stream is None:
+        tap.body(answer.body, False)
+        return
+    while chunk := await stream.next_chunk():
+        tap.body(chunk, True)
+        if tap.captured.too_large:
+            return
+    tap.body(b"", False)
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

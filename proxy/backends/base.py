@@ -1,18 +1,22 @@
-"""The one small interface every backend kind implements, and the request it is handed.
+"""The one small interface every backend kind implements: a :class:`ProxyRequest` in, an
+:class:`Answer` out.
 
-The gateway knows backends only through :class:`Backend`; each implementation maps its own
-failures to :mod:`proxy.errors` (a :class:`~proxy.errors.GatewayError` before the response has
-started, :class:`~proxy.errors.StreamAborted` after).
+The gateway knows backends only through :class:`Backend`. A backend returns the answer it got
+(status, headers, and a body complete or still arriving); it never sends anything to the client
+itself and never decides whether to try elsewhere: the gateway's attempt stage reads the answer
+and decides (proxy/attempt.py). Each implementation maps its own failures to
+:mod:`proxy.errors` before it has an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from proxy.asgi import RawHeaders, Send
+from proxy.asgi import RawHeaders
+from proxy.deadline import Deadline
 from proxy.errors import BodyTooLarge, RequestTimeout
 from proxy.table import model
 from proxy.table.model import Kind
@@ -21,11 +25,11 @@ from proxy.table.model import Kind
 @dataclass(slots=True)
 class ProxyRequest:
     method: str
-    #: The normalised path (CONTRACT §2.2): what was matched is what is forwarded.
+    #: The normalised path (docs/routing.md): what was matched is what is forwarded.
     path: str
     #: The query string exactly as the client sent it, without '?'.
     query: bytes
-    #: The headers the backend sees (CONTRACT §2.7).
+    #: The headers the backend sees (docs/forwarding.md).
     headers: RawHeaders
     #: The request body as it arrives, or None when the request has none.
     body: AsyncIterable[bytes] | None
@@ -36,10 +40,83 @@ class ProxyRequest:
     #: Values captured by ``{param}`` segments of the route's path.
     captures: dict[str, str]
     client_ip: str
-    #: The Host header's name, lower-case, without the port.
+    #: The Host header's name in its normal form, without the port.
     host: str | None
     #: As the client spoke it, e.g. ``HTTP/1.1``.
     protocol: str
+    #: The task answering it: deadlines cancel it (``Task.get_loop`` gives its loop without
+    #: the system call ``asyncio.get_running_loop`` makes).
+    task: asyncio.Task[Any]
+
+
+class Stream(Protocol):
+    """A response body still arriving (an upstream response)."""
+
+    @property
+    def body_complete(self) -> bool:
+        """Whether every byte has arrived, so that :meth:`take` returns the rest."""
+
+    def take(self) -> bytes:
+        """The bytes that have arrived and not been read yet."""
+
+    async def next_chunk(self) -> bytes:
+        """The next piece, ``b""`` at the end; raises when the response broke."""
+
+    async def hold(self, limit: int) -> bool:
+        """Wait until the whole body has arrived (True) or more than ``limit`` bytes of it are
+        waiting (False), reading nothing."""
+
+    def close(self) -> None:
+        """Done with it: the connection goes back to its pool, or is closed."""
+
+
+class Answer:
+    """A backend's response: status, headers as the backend sent them, and the body, either
+    complete (``body``) or arriving (``stream``). :meth:`close` must be called once it has been
+    relayed or dropped, saying whether the backend ``failed`` on the way (True), did its part
+    (False), or nothing can be said of it (None: the client went away)."""
+
+    __slots__ = ("_on_close", "body", "deadline", "headers", "status", "stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: RawHeaders,
+        body: bytes = b"",
+        stream: Stream | None = None,
+        deadline: Deadline | None = None,
+        on_close: Callable[[bool | None], None] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stream = stream
+        #: The backend's deadline, still running while the body arrives.
+        self.deadline = deadline
+        self._on_close = on_close
+
+    def also_on_close(self, callback: Callable[[bool | None], None]) -> None:
+        """Run ``callback(failed)`` when the answer is closed, after what is already there."""
+        first = self._on_close
+        if first is None:
+            self._on_close = callback
+            return
+
+        def both(failed: bool | None) -> None:
+            first(failed)
+            callback(failed)
+
+        self._on_close = both
+
+    def close(self, failed: bool | None = False) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if self.stream is not None:
+            self.stream.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(failed)
 
 
 class Backend(Protocol):
@@ -47,9 +124,8 @@ class Backend(Protocol):
     kind: Kind
     spec: model.Backend
 
-    async def handle(self, request: ProxyRequest, send: Send) -> None:
-        """Answer ``request`` through ``send``, streaming; raise GatewayError or
-        StreamAborted on failure."""
+    async def call(self, request: ProxyRequest) -> Answer:
+        """Ask the backend; its answer, or a GatewayError before there is one."""
 
     async def aclose(self) -> None:
         """Release what the backend holds (connections, threads)."""
@@ -60,8 +136,10 @@ class Backend(Protocol):
 MAX_FUNCTION_BODY = 6 * 1024 * 1024
 
 
-async def read_body(request: ProxyRequest, within: float, limit: int = MAX_FUNCTION_BODY) -> bytes:
-    """The whole request body, which must arrive within ``within`` seconds (else
+async def read_body(
+    request: ProxyRequest, deadline: Deadline, within: float, limit: int = MAX_FUNCTION_BODY
+) -> bytes:
+    """The whole request body, which must arrive before ``deadline`` (``within`` seconds: else
     :class:`~proxy.errors.RequestTimeout`), or :class:`~proxy.errors.BodyTooLarge` past
     ``limit`` bytes (refused from ``Content-Length`` alone when it announces more)."""
     for name, value in request.headers:
@@ -72,13 +150,15 @@ async def read_body(request: ProxyRequest, within: float, limit: int = MAX_FUNCT
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(within):
-            async for chunk in request.body:
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except asyncio.CancelledError:
+        if not deadline.expired:
+            raise
+        deadline.absorb()
         raise RequestTimeout(
             f"the request body did not arrive within {within:g}s", detail="body deadline"
         ) from None

@@ -1,4 +1,4 @@
-"""The ``function:`` backend: call a Lambda-style handler in this process (CONTRACT §3.1, §3.4).
+"""The ``function:`` backend: call a Lambda-style handler in this process (docs/functions.md).
 
 The handler is imported when the table is loaded. A plain ``def`` runs in a thread of the
 backend's own pool, so a blocking handler never stalls the event loop or other backends; an
@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.asgi import Send
-from proxy.backends.base import ProxyRequest, Slots, read_body
-from proxy.backends.lambda_payload import FunctionResponse, build_event, parse_result
-from proxy.errors import FunctionError, Overloaded, UpstreamTimeout
-from proxy.headers import client_response_headers
+from proxy.backends.base import Answer, ProxyRequest, Slots, read_body
+from proxy.backends.lambda_payload import build_event, parse_result
+from proxy.deadline import Deadline
+from proxy.errors import FunctionError, GatewayError, Overloaded, UpstreamTimeout
 from proxy.table import model
 
 log = logging.getLogger("strangler.function")
@@ -82,62 +81,53 @@ class FunctionBackend:
         self._slots = Slots(spec.max_concurrency)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    async def handle(self, request: ProxyRequest, send: Send) -> None:
+    async def call(self, request: ProxyRequest) -> Answer:
         # The slot is taken before the body is read, and the body must arrive within the
         # backend's timeout: uploads held back by slow clients are bounded by max_concurrency
         # and never outlive the deadline. The handler gets what remains of it.
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        loop = request.task.get_loop()
+        deadline = Deadline(request.task, self._timeout)
+        ends = loop.time() + self._timeout
+        in_thread = False
         try:
-            body = await read_body(request, self._timeout)
+            body = await read_body(request, deadline, self._timeout)
             event = build_event(request, body)
-        except BaseException:
-            self._slots.give_back()
-            raise
-        remaining = max(0.0, deadline - loop.time())
-        context = LambdaContext(self.name, request.request_id, remaining)
-        if self._is_async:
-            try:
-                result = await self._call_async(event, context, remaining)
-            finally:
-                self._slots.give_back()
-        else:
-            result = await self._call_in_thread(event, context, remaining)
-        response = parse_result(result)
-        await send_response(response, request.request_id, send)
-
-    async def _call_async(
-        self, event: dict[str, Any], context: LambdaContext, remaining: float
-    ) -> Any:
-        try:
-            async with asyncio.timeout(remaining):
-                return await self._handler(event, context)
-        except TimeoutError:
+            context = LambdaContext(self.name, request.request_id, max(0.0, ends - loop.time()))
+            if self._is_async:
+                result = await self._handler(event, context)
+            else:
+                in_thread = True
+                result = await self._in_thread(event, context, loop)
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            deadline.absorb()
             raise self._timed_out() from None
+        except GatewayError:
+            raise
         except Exception as exc:
             raise self._raised(exc) from exc
+        finally:
+            deadline.cancel()
+            if not in_thread:
+                self._slots.give_back()
+        response = parse_result(result)
+        return Answer(response.status, response.headers, response.body)
 
-    async def _call_in_thread(
-        self, event: dict[str, Any], context: LambdaContext, remaining: float
-    ) -> Any:
+    def _in_thread(
+        self, event: dict[str, Any], context: LambdaContext, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._slots.limit, thread_name_prefix=f"function-{self.name}"
             )
-        loop = asyncio.get_running_loop()
         future = self._pool.submit(self._handler, event, context)
         # A thread cannot be stopped: its slot is given back when it really ends, not when the
         # client stops waiting, so a stuck handler keeps counting against max_concurrency.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.give_back))
-        try:
-            async with asyncio.timeout(remaining):
-                return await asyncio.wrap_future(future)
-        except TimeoutError:
-            raise self._timed_out() from None
-        except Exception as exc:
-            raise self._raised(exc) from exc
+        return asyncio.wrap_future(future)
 
     def _timed_out(self) -> UpstreamTimeout:
         return UpstreamTimeout(f"function {self.name!r} did not return within {self._timeout:g}s")
@@ -151,15 +141,3 @@ class FunctionBackend:
     async def aclose(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def send_response(response: FunctionResponse, request_id: str, send: Send) -> None:
-    """Send a complete function response; statuses that carry no body get none."""
-    headers = client_response_headers(response.headers, request_id, response.status)
-    body = response.body
-    if response.status in (204, 304) or response.status < 200:
-        body = b""
-    else:
-        headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

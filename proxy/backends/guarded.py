@@ -2,67 +2,73 @@
 is open, and every answer reported to the breaker.
 
 A wrapper, so backend kinds know nothing of breakers and the gateway nothing of their state;
-only backends that configure ``circuit_breaker`` pay for it.
+only backends that configure ``circuit_breaker`` pay for it. Building one publishes nothing: its
+state reaches the metrics only when :meth:`publish` is called, once the table it belongs to is
+known good (a rejected reload must not touch the live gauges).
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from proxy.asgi import Message, Send
-from proxy.backends.base import Backend, ProxyRequest
+from proxy.backends.base import Answer, Backend, ProxyRequest
 from proxy.breaker import CircuitBreaker, State
-from proxy.errors import CircuitOpen, GatewayError, StreamAborted
+from proxy.errors import CircuitOpen, GatewayError
 from proxy.metrics import Metrics
 from proxy.table import model
 
 
 class GuardedBackend:
-    def __init__(self, inner: Backend, spec: model.CircuitBreaker, metrics: Metrics) -> None:
+    def __init__(self, inner: Backend, spec: model.CircuitBreaker) -> None:
         self.inner = inner
         self.name = inner.name
         self.kind = inner.kind
         self.spec = inner.spec
+        self.breaker = CircuitBreaker(spec)
+        self._metrics: Metrics | None = None
+
+    def publish(self, metrics: Metrics) -> None:
+        """Show this breaker's state (now, and on every change) as the backend's."""
         self._metrics = metrics
-        self.breaker = CircuitBreaker(spec, self._changed)
+        self.breaker.on_change = self._changed
+        self._changed(self.breaker.state)
 
     def _changed(self, state: State) -> None:
-        self._metrics.breaker_changed(self.name, self, state.value)
+        if self._metrics is not None:
+            self._metrics.breaker_changed(self.name, self, state.value)
 
-    async def handle(self, request: ProxyRequest, send: Send) -> None:
+    async def call(self, request: ProxyRequest) -> Answer:
         breaker = self.breaker
         if not breaker.allow():
             raise CircuitOpen(f"backend {self.name!r} is failing; its circuit is open")
-        status = 0
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.inner.handle(request, observe)
+            answer = await self.inner.call(request)
         except GatewayError as exc:
             if exc.backend_failure:
                 breaker.failure()
             else:
                 breaker.neutral()
             raise
-        except StreamAborted:
-            breaker.failure()
-            raise
-        except (Exception, asyncio.CancelledError):
+        except BaseException:
             # The client went away, or the gateway itself failed: nothing learnt.
             breaker.neutral()
             raise
-        if status >= 500:
+        if answer.status >= 500:
             breaker.failure()
-        elif status:
+        elif answer.stream is None:
             breaker.success()
         else:
-            breaker.neutral()
+            # Judged when the body has been relayed: one that breaks on the way is a failure.
+            answer.also_on_close(self._judge)
+        return answer
+
+    def _judge(self, failed: bool | None) -> None:
+        if failed is None:
+            self.breaker.neutral()
+        elif failed:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
 
     async def aclose(self) -> None:
-        self._metrics.breaker_removed(self.name, self)
+        if self._metrics is not None:
+            self._metrics.breaker_removed(self.name, self)
         await self.inner.aclose()

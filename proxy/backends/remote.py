@@ -1,4 +1,4 @@
-"""The ``lambda:`` backend: invoke a function through the Lambda invoke API (CONTRACT §3.3).
+"""The ``lambda:`` backend: invoke a function through the Lambda invoke API (docs/functions.md).
 
 The same 2.0 event as for in-process functions is POSTed to
 ``{base}/2015-03-31/functions/function/invocations``, the path of the Lambda Runtime Interface
@@ -15,18 +15,12 @@ import logging
 
 import httpx
 
-from proxy.asgi import Send
-from proxy.backends.base import ProxyRequest, Slots, read_body
-from proxy.backends.function import send_response
-from proxy.backends.http import client_timeouts, head_limits
+from proxy.backends.base import Answer, ProxyRequest, Slots, read_body
+from proxy.backends.errors import UpstreamErrors
+from proxy.backends.http import head_limits
 from proxy.backends.lambda_payload import build_event, parse_result
-from proxy.errors import (
-    BadFunctionResponse,
-    FunctionError,
-    Overloaded,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from proxy.deadline import Deadline
+from proxy.errors import BadFunctionResponse, FunctionError, Overloaded, UpstreamTimeout
 from proxy.table import model
 
 log = logging.getLogger("strangler.function")
@@ -44,20 +38,32 @@ class LambdaBackend:
         self._client = client
         self._url = httpx.URL(spec.lambda_url.rstrip("/") + INVOKE_PATH)
         self._timeout = spec.timeout
-        self._extensions = {"timeout": client_timeouts(spec), "head_limits": head_limits(spec)}
+        self._extensions = {
+            "timeout": {"connect": spec.connect_timeout},
+            "head_limits": head_limits(spec),
+        }
         self._slots = Slots(spec.max_concurrency)
+        self.errors = UpstreamErrors(spec.name)
 
-    async def handle(self, request: ProxyRequest, send: Send) -> None:
-        # As for in-process functions: the slot first, then the body within the timeout.
+    async def call(self, request: ProxyRequest) -> Answer:
+        # As for in-process functions: the slot first, then the body within the timeout, and
+        # one deadline for the body and the invocation together.
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
+        deadline = Deadline(request.task, self._timeout)
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._timeout
-            body = await read_body(request, self._timeout)
+            body = await read_body(request, deadline, self._timeout)
             payload = json.dumps(build_event(request, body)).encode()
-            reply = await self._invoke(payload, max(0.0, deadline - loop.time()))
+            reply = await self._invoke(payload)
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            deadline.absorb()
+            raise UpstreamTimeout(
+                f"function {self.name!r} did not return within {self._timeout:g}s"
+            ) from None
         finally:
+            deadline.cancel()
             self._slots.give_back()
         if reply.headers.get("x-amz-function-error") or reply.status_code != 200:
             log.error(
@@ -77,9 +83,10 @@ class LambdaBackend:
             raise BadFunctionResponse(
                 "the function returned an invalid response", detail="the invoke reply is not JSON"
             ) from None
-        await send_response(parse_result(result), request.request_id, send)
+        response = parse_result(result)
+        return Answer(response.status, response.headers, response.body)
 
-    async def _invoke(self, payload: bytes, remaining: float) -> httpx.Response:
+    async def _invoke(self, payload: bytes) -> httpx.Response:
         upstream = httpx.Request(
             "POST",
             self._url,
@@ -87,17 +94,8 @@ class LambdaBackend:
             content=payload,
             extensions=self._extensions,
         )
-        try:
-            async with asyncio.timeout(remaining):
-                return await self._client.send(upstream)
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
-            raise UpstreamTimeout(
-                f"function {self.name!r} did not return within {self._timeout:g}s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(
-                f"backend {self.name!r} is unavailable", detail=f"{type(exc).__name__}: {exc}"
-            ) from exc
+        with self.errors:
+            return await self._client.send(upstream)
 
     async def aclose(self) -> None:
         """The shared client belongs to the app; nothing of its own to release."""

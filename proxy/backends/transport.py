@@ -1,24 +1,26 @@
-"""The HTTP/1.1 transport under the shared httpx client: asyncio protocols, llhttp parsing, and
-a connection pool whose cost per request does not grow with its size.
+"""The HTTP/1.1 client under every ``url:`` backend: asyncio protocols, llhttp parsing, and a
+connection pool whose cost per request does not grow with its size.
 
-httpx's default transport (httpcore) checks every pooled connection for readability with a
-system call on every request, through anyio's attribute lookups: with a few dozen pooled
-connections that was most of the gateway's CPU, and throughput fell as concurrency rose
-(bench/README.md). Here a pooled connection learns that it went bad when it happens, from its
-protocol's callbacks (bytes or EOF arriving while idle), so taking one from the pool is a list
-pop. Parsing is llhttp through httptools, the parser uvicorn already uses on the public side.
+A request goes out as an :class:`Outgoing` (method, target, headers, body) and comes back as an
+:class:`UpstreamResponse` (status, headers, then body chunks): plain objects, built once, with
+nothing on the way that the gateway does not use. httpx's models cost more than the rest of the
+exchange together (bench/README.md); the httpx API is kept where it serves, around this client,
+in :mod:`proxy.backends.adapters`.
 
-What it keeps from httpcore, and the gateway relies on: the request goes out framed exactly as
-its headers say (Content-Length or chunked), the response body is passed on transfer-decoded
-but not content-decoded, a response that runs past its end or breaks its framing is never
-reused, and failures are httpx's exceptions (ConnectError, ConnectTimeout, ReadTimeout,
-WriteTimeout, RemoteProtocolError, ReadError).
+A pooled connection learns that it went bad when it happens, from its protocol's callbacks
+(bytes or EOF arriving while idle), so taking one from the pool is a list pop. The request goes
+out framed exactly as its headers say (Content-Length, or chunked when it has a body without
+one); the response body is passed on transfer-decoded but not content-decoded; a response that
+runs past its end or breaks its framing is never reused. What a response is made of is decided
+here and nowhere else: parsing stops at the end of the response, so bytes an upstream sends after
+it (a second response in the same write) can never add fields to it; trailer fields are
+dropped, never merged into the head (RFC 9110 §6.5.2); a head is bounded in fields and bytes
+(:class:`HeadLimits`, per backend); a status outside 100-599, or a 101 nobody asked for, is a
+broken response. Failures are httpx's exception types (ConnectError, ConnectTimeout, WriteError,
+RemoteProtocolError), which :mod:`proxy.backends.errors` translates for every backend.
 
-What a response is made of is decided here and nowhere else: parsing stops at the end of the
-response, so bytes an upstream sends after it (a second response in the same write) can never
-add fields to it; trailer fields are dropped, never merged into the head (RFC 9110 §6.5.2); a
-head is bounded in fields and bytes (:class:`HeadLimits`, per backend); a status outside
-100-599, or a 101 nobody asked for, is a broken response.
+Deadlines are not this module's: the caller bounds the whole exchange (one timer per request,
+which cancels the waiting task); the transport closes what a cancelled exchange was using.
 """
 
 from __future__ import annotations
@@ -27,18 +29,15 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 import certifi
 import httptools
 import httpx
 
-from proxy.table.model import (
-    DEFAULT_MAX_RESPONSE_HEADER_BYTES,
-    DEFAULT_MAX_RESPONSE_HEADERS,
-    IDEMPOTENT_METHODS,
-)
+from proxy.asgi import RawHeaders
+from proxy.table.model import DEFAULT_MAX_RESPONSE_HEADER_BYTES, DEFAULT_MAX_RESPONSE_HEADERS
 
 #: Idle connections kept per upstream (host, port); more are closed when returned.
 MAX_IDLE_PER_ORIGIN = 256
@@ -47,56 +46,79 @@ MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_EXPIRY = 5.0
 #: Response bytes buffered before reading from the upstream pauses (the client is slower).
 READ_BUFFER_HIGH = 256 * 1024
+#: Bytes beyond a head's limit received before it is judged too large, for the status line
+#: and line ends that the limit (names and values) does not count.
+_HEAD_SLACK = 16 * 1024
+
+#: (scheme, host, port).
+Origin = tuple[str, str, int]
 
 
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
     """How large a response head an upstream may send: header fields, and the bytes of their
-    names and values (a backend's ``max_response_headers`` and ``max_response_header_bytes``).
-    Passed per request as the ``head_limits`` extension."""
+    names and values (a backend's ``max_response_headers`` and ``max_response_header_bytes``)."""
 
     max_headers: int = DEFAULT_MAX_RESPONSE_HEADERS
     max_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES
 
 
-_DEFAULT_LIMITS = HeadLimits()
+@dataclass(slots=True)
+class Outgoing:
+    """A request as it goes on the wire."""
 
-_Origin = tuple[str, str, int]
+    method: str
+    #: The request target: path, and ``?query`` when there is one.
+    target: bytes
+    #: Lower-case names, values byte for byte; ``host`` among them.
+    headers: RawHeaders
+    #: Streamed as it arrives; None for a request without a body.
+    body: AsyncIterable[bytes] | None = None
+    #: Whether it may be sent a second time when a reused connection closes unanswered:
+    #: idempotent, and without a body (a streamed body cannot be sent again).
+    replayable: bool = False
 
 
-class PooledTransport(httpx.AsyncBaseTransport):
+class Transport:
+    """The process's pool of upstream connections, shared by every backend."""
+
     def __init__(self) -> None:
-        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        origin = (url.scheme, url.host, port)
+    async def request(
+        self,
+        origin: Origin,
+        outgoing: Outgoing,
+        limits: HeadLimits,
+        connect_timeout: float | None,
+    ) -> UpstreamResponse:
+        """Send ``outgoing`` and return once the response head has arrived."""
         connection = self._take(origin)
         if connection is not None:
             try:
-                return await connection.exchange(request, timeouts, self)
+                return await connection.exchange(outgoing, limits, self)
             except _NothingReceived:
                 # The upstream closed this idle connection just as it was reused, before any
                 # byte of an answer: a request that may be sent twice is sent again, once, on a
-                # new connection (as Go's client and nginx's proxy_next_upstream do).
+                # new connection (as Go's client and NGINX's proxy_next_upstream do).
                 connection.close()
-                if not _replayable(request):
+                if not outgoing.replayable:
                     raise
             except BaseException:
                 connection.close()
                 raise
-        connection = await self._connect(origin, timeouts.get("connect"))
+        connection = await self._connect(origin, connect_timeout)
         try:
-            return await connection.exchange(request, timeouts, self)
+            return await connection.exchange(outgoing, limits, self)
         except BaseException:
             connection.close()
             raise
 
-    def _take(self, origin: _Origin) -> _Connection | None:
+    def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             connection = idle.pop()
@@ -105,15 +127,15 @@ class PooledTransport(httpx.AsyncBaseTransport):
             connection.close()
         return None
 
-    def give_back(self, origin: _Origin, connection: _Connection) -> None:
-        idle = self._idle.setdefault(origin, [])
+    def give_back(self, connection: _Connection) -> None:
+        idle = self._idle.setdefault(connection.origin, [])
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.close()
             return
         connection.idle_since = time.monotonic()
         idle.append(connection)
 
-    async def _connect(self, origin: _Origin, limit: float | None) -> _Connection:
+    async def _connect(self, origin: Origin, limit: float | None) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         context = None
@@ -124,7 +146,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(limit):
                 transport, connection = await loop.create_connection(
-                    lambda: _Connection(origin),
+                    lambda: _Connection(origin, loop),
                     host,
                     port,
                     ssl=context,
@@ -146,19 +168,20 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
 
 class _Connection(asyncio.Protocol):
-    """One upstream connection: sends a request, parses its response, and tells the pool
-    whether it can carry another."""
+    """One upstream connection: sends a request, feeds its response to the parser, and tells
+    the pool whether it can carry another."""
 
-    def __init__(self, origin: _Origin) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.closed = False
         #: The response being read; None while idle (then any byte received spoils it).
-        self._response: _Response | None = None
+        self._response: UpstreamResponse | None = None
         self._spoiled = False
-        self._can_write = asyncio.Event()
-        self._can_write.set()
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
 
     @property
     def reusable(self) -> bool:
@@ -170,12 +193,13 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._response is None:
+        response = self._response
+        if response is None:
             # Bytes nobody asked for: a late body, or a broken upstream. Never reuse this.
             self._spoiled = True
             self.close()
             return
-        self._response.feed(data)
+        response.feed(data)
 
     def eof_received(self) -> bool | None:
         if self._response is not None:
@@ -185,91 +209,102 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._can_write.set()
+        self._wake_writer()
         if self._response is not None:
             self._response.end_of_stream()
 
     def pause_writing(self) -> None:
-        self._can_write.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._can_write.set()
+        self._write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # -- one exchange -----------------------------------------------------------------------
 
     async def exchange(
-        self, request: httpx.Request, timeouts: dict[str, float | None], pool: PooledTransport
-    ) -> httpx.Response:
-        assert self.transport is not None
-        head_only = request.method == "HEAD"
-        limits = request.extensions.get("head_limits", _DEFAULT_LIMITS)
-        response = self._response = _Response(self, head_only, timeouts.get("read"), limits)
+        self, outgoing: Outgoing, limits: HeadLimits, pool: Transport
+    ) -> UpstreamResponse:
+        response = self._response = UpstreamResponse(self, pool, outgoing.method == "HEAD", limits)
+        body = outgoing.body
         chunked = False
-        lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
-            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-                raise httpx.LocalProtocolError("a header contains CR or LF")
-            lines += [name, b": ", value, b"\r\n"]
-            if name.lower() == b"transfer-encoding":
-                chunked = value.lower().endswith(b"chunked")
+        headers = outgoing.headers
+        lines = [outgoing.method.encode("ascii"), b" ", outgoing.target, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+            if name == b"transfer-encoding":
+                chunked = True
+        line_ends = len(headers) + 2
+        if body is not None and not chunked and not _has_length(headers):
+            lines.append(b"transfer-encoding: chunked\r\n")
+            chunked = True
+            line_ends += 1
         lines.append(b"\r\n")
-        self._write(b"".join(lines))
-        try:
-            await self._send_body(request, chunked, timeouts.get("write"))
-        except httpx.WriteError as exc:
-            # The upstream stopped reading the body. It may have answered first (a 413 before
-            # the end of an upload, then a close): that answer is the one to pass on. The
-            # connection is not reused either way.
-            self._spoiled = True
+        head = b"".join(lines)
+        # One look for the whole head: a CR or LF inside a name, value or target would end a
+        # line early and smuggle a header (or a request) past the gateway.
+        if head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
+            raise httpx.LocalProtocolError("the request head contains CR or LF in a field")
+        self._write(head)
+        if body is not None:
             try:
-                status, headers, reason = await response.head()
-            except httpx.HTTPError:
-                raise exc from None
-        else:
-            status, headers, reason = await response.head()
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=_Body(response, pool),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+                await self._send_body(body, chunked)
+            except httpx.WriteError as exc:
+                # The upstream stopped reading the body. It may have answered first (a 413
+                # before the end of an upload, then a close): that answer is the one to pass
+                # on. The connection is not reused either way.
+                self._spoiled = True
+                try:
+                    await response.head()
+                except httpx.HTTPError:
+                    raise exc from None
+                return response
+        await response.head()
+        return response
 
-    async def _send_body(self, request: httpx.Request, chunked: bool, limit: float | None) -> None:
-        async for chunk in request.stream:  # type: ignore[union-attr]
+    async def _send_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        async for chunk in body:
             if not chunk:
                 continue
             self._write(b"%X\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await self._drain(limit)
+            if self._write_paused:
+                await self._drain()
         if chunked:
             self._write(b"0\r\n\r\n")
-        await self._drain(limit)
+        if self._write_paused:
+            await self._drain()
 
     def _write(self, data: bytes) -> None:
         # uvloop raises on a write to a transport the peer has closed (asyncio would drop it).
-        assert self.transport is not None
-        if self.closed or self.transport.is_closing():
+        transport = self.transport
+        assert transport is not None
+        if self.closed or transport.is_closing():
             raise httpx.WriteError("the upstream closed the connection")
         try:
-            self.transport.write(data)
+            transport.write(data)
         except RuntimeError as exc:
             raise httpx.WriteError(f"the upstream closed the connection: {exc}") from None
 
-    async def _drain(self, limit: float | None) -> None:
-        if self.closed:
-            raise httpx.WriteError("the upstream closed the connection")
-        if self._can_write.is_set():
-            return
-        try:
-            async with asyncio.timeout(limit):
-                await self._can_write.wait()
-        except TimeoutError:
-            raise httpx.WriteTimeout("writing the request timed out") from None
+    async def _drain(self) -> None:
+        while self._write_paused:
+            if self.closed:
+                raise httpx.WriteError("the upstream closed the connection")
+            self._drained = self.loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
 
-    def finished(self, response: _Response, pool: PooledTransport) -> None:
+    def finished(self, response: UpstreamResponse, pool: Transport) -> None:
         """The response was read to its end or abandoned: pool or close the connection."""
         self._response = None
         if response.clean and self.reusable:
-            pool.give_back(self.origin, self)
+            pool.give_back(self)
         else:
             self.close()
 
@@ -288,26 +323,49 @@ class _Connection(asyncio.Protocol):
         self.closed = True
 
 
-class _Response:
-    """A response as llhttp parses it: the head once complete, then body chunks."""
+class UpstreamResponse:
+    """A response as llhttp parses it: the head, then the body, chunk by chunk. Read it with
+    :meth:`next_chunk` until it returns ``b""``, or take what has arrived with :meth:`take`;
+    :meth:`close` hands the connection back (or closes it) and must always be called."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_connection",
+        "_error",
+        "_head_done",
+        "_head_only",
+        "_head_received",
+        "_head_size",
+        "_interim",
+        "_keep_alive",
+        "_limits",
+        "_parser",
+        "_paused",
+        "_pool",
+        "_received",
+        "_wake",
+        "closed",
+        "complete",
+        "headers",
+        "overrun",
+        "reason",
+        "status",
+    )
 
     def __init__(
-        self,
-        connection: _Connection,
-        head_only: bool,
-        read_timeout: float | None,
-        limits: HeadLimits,
-    ):
+        self, connection: _Connection, pool: Transport, head_only: bool, limits: HeadLimits
+    ) -> None:
         self._connection = connection
+        self._pool = pool
         self._head_only = head_only
-        self._read_timeout = read_timeout
         self._limits = limits
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
+        self.headers: RawHeaders = []
         #: Bytes of header names and values so far, and bytes received while in the head.
         self._head_size = 0
         self._head_received = 0
-        self._reason = b""
+        self.reason = b""
         self.status = 0
         self._head_done = False
         self._interim = False
@@ -321,12 +379,13 @@ class _Response:
         self._buffered = 0
         self._paused = False
         self._wake: asyncio.Future[None] | None = None
+        self.closed = False
 
     @property
     def clean(self) -> bool:
         return self.complete and not self.overrun and self._error is None and self._keep_alive
 
-    # -- fed by the protocol ----------------------------------------------------------------
+    # -- fed by the connection --------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         self._received = True
@@ -382,15 +441,16 @@ class _Response:
             raise _Overrun
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
             return  # a trailer field: dropped (RFC 9110 §6.5.1), never part of the head
-        self._headers.append((name, value))
+        headers = self.headers
+        headers.append((name, value))
         self._head_size += len(name) + len(value)
         limits = self._limits
-        if len(self._headers) > limits.max_headers:
+        if len(headers) > limits.max_headers:
             raise _Broken(f"the upstream's response head has more than {limits.max_headers} fields")
         if self._head_size > limits.max_bytes:
             raise self._too_large()
@@ -404,7 +464,7 @@ class _Response:
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
             self._interim = True
-            self._headers, self._reason, self._head_size = [], b"", 0
+            self.headers, self.reason, self._head_size = [], b"", 0
             return
         self.status = status
         self._head_done = True
@@ -416,7 +476,7 @@ class _Response:
         if self.complete:
             self.overrun = True
             return
-        self._chunks.append(bytes(body))
+        self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > READ_BUFFER_HIGH and not self._paused:
             self._paused = True
@@ -426,47 +486,76 @@ class _Response:
         if self._interim:
             self._interim = False
             return
-        if not self.complete:
-            self.complete = True
+        self.complete = True
 
-    # -- read by the stream -----------------------------------------------------------------
+    # -- read by the backend ----------------------------------------------------------------
 
-    async def head(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def head(self) -> None:
+        """Until the head has arrived (or the response failed: its error is raised)."""
         while not self._head_done:
             if self._error is not None:
                 raise self._error
             await self._wait()
-        return self.status, self._headers, self._reason
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def take(self) -> bytes:
+        """All the body bytes that have arrived and not been read yet."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._connection.resume_reading()
+        return data
+
+    @property
+    def body_complete(self) -> bool:
+        """Whether every body byte has arrived (and :meth:`take` has them all)."""
+        return self.complete and self._error is None
+
+    async def hold(self, limit: int) -> bool:
+        """Wait, reading nothing, until the whole body has arrived (True) or more than
+        ``limit`` bytes of it are waiting (False); the response's error if it broke."""
+        while not self.complete:
+            if self._error is not None:
+                raise self._error
+            if self._buffered > limit:
+                return False
+            await self._wait()
+        if self._error is not None:
+            raise self._error
+        return self._buffered <= limit
+
+    async def next_chunk(self) -> bytes:
+        """The next piece of the body, ``b""`` at its end; the response's error if it broke."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
+            chunks = self._chunks
+            if chunks:
+                chunk = chunks.popleft()
                 self._buffered -= len(chunk)
                 if self._paused and self._buffered <= READ_BUFFER_HIGH // 2:
                     self._paused = False
                     self._connection.resume_reading()
-                yield chunk
-            elif self._error is not None:
+                return chunk
+            if self._error is not None:
                 raise self._error
-            elif self.complete:
-                return
-            else:
-                await self._wait()
+            if self.complete:
+                return b""
+            await self._wait()
 
     async def _wait(self) -> None:
-        self._wake = asyncio.get_running_loop().create_future()
+        self._wake = self._connection.loop.create_future()
         try:
-            async with asyncio.timeout(self._read_timeout):
-                await self._wake
-        except TimeoutError:
-            raise httpx.ReadTimeout("the upstream did not send data in time") from None
+            await self._wake
         finally:
             self._wake = None
 
     def _notify(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _fail(self, error: Exception) -> None:
         if self._error is None:
@@ -478,8 +567,16 @@ class _Response:
 
     def _until_close(self) -> bool:
         """A response framed by the connection's end: no length and not chunked."""
-        names = {name.lower() for name, _ in self._headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
+        for name, _ in self.headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                return False
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._connection.finished(self, self._pool)
 
 
 class _NothingReceived(httpx.RemoteProtocolError):
@@ -494,34 +591,5 @@ class _Overrun(Exception):
     """Raised from a parser callback to stop parsing at the end of the response."""
 
 
-#: Bytes beyond a head's limit received before it is judged too large, for the status line
-#: and line ends that the limit (names and values) does not count.
-_HEAD_SLACK = 16 * 1024
-
-
-def _replayable(request: httpx.Request) -> bool:
-    """Whether a request may be sent twice: idempotent, and without a body (one streamed from
-    the client cannot be sent again)."""
-    if request.method not in IDEMPOTENT_METHODS:
-        return False
-    for name, value in request.headers.raw:
-        lowered = name.lower()
-        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value != b"0"):
-            return False
-    return True
-
-
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: _Response, pool: PooledTransport) -> None:
-        self._response = response
-        self._pool = pool
-        self._done = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.chunks():
-            yield chunk
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._response._connection.finished(self._response, self._pool)
+def _has_length(headers: RawHeaders) -> bool:
+    return any(name == b"content-length" for name, _ in headers)

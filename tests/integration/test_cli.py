@@ -198,8 +198,9 @@ def test_explain_exits_1_when_nothing_matches_or_the_path_is_refused(tmp_path: P
     assert "route     none: the gateway answers 404 no_route" in result.stdout
     result = run("explain", "-c", str(path), "GET", "/a%2Fb")
     assert result.returncode == 1
-    assert "refused   400 bad_request: encoded '/' or '\\' in the path is not allowed" in (
-        result.stdout
+    assert (
+        "refused   400 bad_request: bad path: encoded '/' or '\\' in the path is not allowed"
+        in (result.stdout)
     )
 
 
@@ -404,7 +405,10 @@ def test_status_prints_the_migration_of_a_running_gateway(tmp_path: Path, monoli
             "served",
         ]
         assert lines[1].startswith("shop   monolith 100%  ████████████████████ 100.0% legacy")
-        assert lines[1].split()[-4:] == ["3", "0", "s", "ago"]
+        served, ago, unit, word = lines[1].split()[-4:]
+        # Requests: 3, served moments ago (the status command itself takes a while to start).
+        assert (served, unit, word) == ("3", "s", "ago")
+        assert 0 <= int(ago) <= 5
         assert lines[-2].startswith("overall   ████████████████████ 100.0% legacy of 3 requests")
         assert lines[-1].startswith("routes    0 of 1 configured fully on new services")
     finally:

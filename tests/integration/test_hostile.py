@@ -95,7 +95,7 @@ def test_request_trailers_in_the_same_read_never_become_headers(proxy_to: ProxyT
     assert seen.head == (
         b"POST / HTTP/1.1\r\nhost: gw\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"
         b"x-forwarded-host: gw\r\nvia: 1.1 strangler\r\nx-request-id: t-1\r\n"
-        b"Transfer-Encoding: chunked"
+        b"transfer-encoding: chunked"
     )
     assert seen.body == b"abc"
 

@@ -41,6 +41,8 @@ def request(**overrides: Any) -> ProxyRequest:
         "client_ip": "10.1.2.3",
         "host": "shop.example.com",
         "protocol": "HTTP/1.1",
+        # Building an event never looks at the task that answers the request.
+        "task": None,
     }
     fields.update(overrides)
     return ProxyRequest(**fields)

@@ -1,4 +1,4 @@
-"""Path normalisation and route precedence (CONTRACT §2.2), with property tests."""
+"""Path normalisation and route precedence (docs/routing.md), with property tests."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy.matching import BadPath, compile_pattern, match_segments, normalise_path
-from proxy.metrics import Metrics
-from proxy.table.compile import CompiledTable, compile_table
+from proxy.matching import (
+    BadPath,
+    compile_pattern,
+    match_segments,
+    normalise_path,
+    normalise_slowly,
+)
+from proxy.routes import CompiledTable, compile_table
 from proxy.table.loader import parse_table
 from proxy.table.model import Backend as BackendSpec
 
@@ -20,7 +25,7 @@ class FakeBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.name, self.kind, self.spec = spec.name, spec.kind, spec
 
-    async def handle(self, request: object, send: object) -> None:
+    async def call(self, request: object) -> None:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -30,7 +35,7 @@ class FakeBackend:
 def table(routes: str) -> CompiledTable:
     text = "version: 1\nbackends: {a: {url: 'http://a'}, b: {url: 'http://b'}}\nroutes:\n"
     text += textwrap.indent(textwrap.dedent(routes), "  ")
-    return compile_table(parse_table(text.encode(), "t.yaml"), FakeBackend, Metrics("test"))
+    return compile_table(parse_table(text.encode(), "t.yaml"), FakeBackend)
 
 
 def route_for(
@@ -305,3 +310,20 @@ def test_the_backend_resolves_the_forwarded_path_to_the_same_route(raw: bytes) -
     assert gateway_route is not None
     assert backend_route is not None
     assert gateway_route[0].name == backend_route[0].name
+
+
+@given(
+    st.lists(st.text("abcXYZ019-._~!$&'()*+,=:@", min_size=1, max_size=6), max_size=6).map(
+        lambda segments: "/" + "/".join(segments)
+    ),
+    st.booleans(),
+)
+def test_the_fast_path_gives_what_the_full_algorithm_gives(path: str, slash: bool) -> None:
+    raw = (path + ("/" if slash and path != "/" else "")).encode()
+    try:
+        slow = normalise_slowly(raw)
+    except BadPath:
+        with pytest.raises(BadPath):
+            normalise_path(raw)
+        return
+    assert normalise_path(raw) == slow

@@ -1,33 +1,38 @@
-"""Model -> compiled table: route patterns, conditions and weighted choices, built once.
+"""The runnable routing table: the model compiled into matchers, splits and backends, and the
+one way a request is resolved against it.
 
-A :class:`CompiledTable` is immutable and complete: the gateway reads one per request and does
-only comparisons against it. Building backends is delegated to a factory so this module never
-sees an HTTP client.
+:func:`compile_table` is pure: it builds backends (through a factory) and routes, and touches
+no live state: no metric, no breaker gauge, no budget. A :class:`CompiledTable` is immutable;
+:meth:`CompiledTable.resolve` (normalise, match) and :meth:`CompiledRoute.choose` (the backend,
+by the sticky key) are what the gateway, ``strangler explain`` and route tests all call, so the
+three decide the same way because they run the same code. Publishing a table for serving (its
+metric children, budgets, breaker states) is :mod:`proxy.live`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from proxy.asgi import RawHeaders
 from proxy.backends.base import Backend
+from proxy.errors import BadRequest, NoRoute
 from proxy.headers import cookie_value, header_value
-from proxy.hosts import host_matches
+from proxy.hosts import BadHost, Host, host_matches, parse_host
 from proxy.jsondiff import PathPatterns
-from proxy.matching import Pattern, compile_pattern
-from proxy.metrics import Metrics, RouteMetrics
-from proxy.retrybudget import RetryBudget
-from proxy.shadow import RESULTS, CompiledShadow
+from proxy.matching import BadPath, Pattern, compile_pattern, match_segments, normalise_path
 from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
 from proxy.table.yamlnodes import Problem
 
 BackendFactory = Callable[[model.Backend], Backend]
+HOSTS_KEPT = 1024
 
 
 class Usage:
@@ -76,8 +81,17 @@ class StickyRule:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledShadow:
+    spec: model.Shadow
+    backend: Backend
+    ignore: PathPatterns
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRoute:
     spec: model.Route
+    #: Its position in the router's order: the index of its runtime state (proxy.live).
+    slot: int
     pattern: Pattern
     methods: frozenset[str] | None
     host: str | None
@@ -86,12 +100,9 @@ class CompiledRoute:
     backends: tuple[tuple[Backend, int], ...]
     split: Split[Backend]
     sticky: StickyRule | None
-    #: Sort key: pattern specificity, then more conditions, then file order.
-    precedence: tuple[tuple[int, ...], int, int]
     #: API Gateway's route key: ``GET /products/{id}`` when the route has exactly one method,
     #: ``ANY /products/{id}`` otherwise.
     route_key: str
-    metrics: RouteMetrics
     fallback: Backend | None = None
     #: Upstream statuses after which the fallback answers instead.
     fallback_statuses: frozenset[int] = frozenset()
@@ -100,8 +111,6 @@ class CompiledRoute:
     retry_statuses: frozenset[int] = frozenset()
     #: Either kind: a response with one of these is held back while it may be replaced.
     held_statuses: frozenset[int] = frozenset()
-    #: The route's own, when it retries.
-    budget: RetryBudget | None = None
     shadow: CompiledShadow | None = None
 
     @property
@@ -127,6 +136,29 @@ class CompiledRoute:
                 return f"header {name.decode()}: {value.decode()} is not present"
         return None
 
+    def choose(self, headers: RawHeaders, rng: random.Random) -> tuple[Backend, str | None]:
+        """The backend for a request, and the sticky key minted for it when the route sets a
+        cookie and the request brought none (the response must then set it)."""
+        sticky = self.sticky
+        if sticky is None:
+            return self.split.pick(rng), None
+        key = sticky.key(headers)
+        if key is not None:
+            return self.split.pick_for_key(key), None
+        if sticky.set_cookie and sticky.cookie is not None:
+            key = uuid.uuid4().hex
+            return self.split.pick_for_key(key), key
+        return self.split.pick(rng), None
+
+    def chosen_for(self, headers: RawHeaders) -> Backend | None:
+        """The backend a request certainly gets (one live backend, or a sticky split given its
+        key), or None when the choice is random."""
+        live = [backend for backend, weight in self.backends if weight > 0]
+        if len(live) == 1:
+            return live[0]
+        key = self.sticky.key(headers) if self.sticky is not None else None
+        return self.split.pick_for_key(key) if key is not None else None
+
 
 @dataclass(slots=True)
 class Decision:
@@ -134,6 +166,16 @@ class Decision:
     captures: dict[str, str] | None
     #: Why the route was not taken (None for the winner, or for a route never considered).
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A request resolved against the table: its route, captures, normalised path and Host."""
+
+    route: CompiledRoute
+    captures: dict[str, str]
+    path: str
+    host: Host | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,20 +233,56 @@ class CompiledTable:
     #: them from what the backend receives (proxy.headers.NEVER_NOMINATED says why).
     routed_headers: frozenset[bytes] = frozenset()
     loaded_at: float = field(default_factory=time.time)
-    #: Requests still running on this table; a reload closes the backends it dropped once
-    #: the old table's last request has finished.
-    usage: Usage = field(default_factory=lambda: Usage())
+    #: Host values already normalised (a gateway sees few; the cache stops growing at
+    #: HOSTS_KEPT rather than let clients fill it).
+    _hosts: dict[bytes, Host] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def version(self) -> str:
         return self.model.digest
 
+    def normalise(self, raw_path: bytes, host_value: bytes | None) -> tuple[str, Host | None]:
+        """The request's normalised path and Host, or BadRequest (docs/routing.md)."""
+        try:
+            path = normalise_path(raw_path)
+        except BadPath as exc:
+            raise BadRequest(f"bad path: {exc}") from None
+        if host_value is None:
+            return path, None
+        host = self._hosts.get(host_value)
+        if host is not None:
+            return path, host
+        try:
+            host = parse_host(host_value)
+        except BadHost as exc:
+            raise BadRequest(f"bad Host: {exc}") from None
+        if len(self._hosts) < HOSTS_KEPT:
+            self._hosts[host_value] = host
+        return path, host
 
-def compile_table(
-    table: model.Table, make_backend: BackendFactory, metrics: Metrics
-) -> CompiledTable:
-    """Build backends and routes, binding each route's metric children; a backend that cannot
-    be built is a :class:`TableError`, raised before any metric is touched."""
+    def resolve(
+        self, method: str, raw_path: bytes, host_value: bytes | None, headers: RawHeaders
+    ) -> Resolved:
+        """The route a request takes, or BadRequest (path or Host refused) or NoRoute."""
+        path, host = self.normalise(raw_path, host_value)
+        found = self.router.match(
+            method, match_segments(path), host.name if host is not None else None, headers
+        )
+        if found is None:
+            raise NoRoute(f"no route matches {method} {path}")
+        return Resolved(found[0], found[1], path, host)
+
+    def explain(
+        self, method: str, path: str, host: Host | None, headers: RawHeaders
+    ) -> list[Decision]:
+        """Every route with why it was or was not chosen, for a normalised request."""
+        name = host.name if host is not None else None
+        return self.router.explain(method, match_segments(path), name, headers)
+
+
+def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledTable:
+    """Build backends and routes; a backend that cannot be built is a :class:`TableError`.
+    Nothing live is touched: publishing is proxy.live's."""
     problems: list[Problem] = []
     backends: dict[str, Backend] = {}
     for name, spec in table.backends.items():
@@ -214,48 +292,40 @@ def compile_table(
             problems.append(Problem(spec.location, f"backends.{name}: {exc}"))
     if problems:
         raise TableError(problems)
-    routes = [_compile_route(route, backends, metrics) for route in table.routes]
-    routes.sort(key=lambda r: r.precedence)
+    ordered = sorted(table.routes, key=lambda route: _precedence(route))
+    routes = tuple(_compile_route(route, slot, backends) for slot, route in enumerate(ordered))
     routed: set[bytes] = set()
     for route in routes:
         routed.update(name for name, _ in route.headers)
         if route.sticky is not None:
             routed.add(route.sticky.header or b"cookie")
-    return CompiledTable(
-        table, Router(tuple(routes)), MappingProxyType(backends), frozenset(routed)
-    )
+    return CompiledTable(table, Router(routes), MappingProxyType(backends), frozenset(routed))
 
 
-def _compile_route(
-    route: model.Route, backends: dict[str, Backend], metrics: Metrics
-) -> CompiledRoute:
+def _precedence(route: model.Route) -> tuple[tuple[int, ...], int, int]:
+    """Pattern specificity, then more conditions, then file order."""
     match = route.match
-    pattern = compile_pattern(match.path)
     conditions = (match.methods is not None) + (match.host is not None) + len(match.headers)
+    return compile_pattern(match.path).rank, -conditions, route.index
+
+
+def _compile_route(route: model.Route, slot: int, backends: dict[str, Backend]) -> CompiledRoute:
+    match = route.match
     weighted = tuple((backends[name], weight) for name, weight in route.split)
     fallback = backends[route.fallback] if route.fallback is not None else None
-    # The fallback answers requests too, so it has its metric children even at weight 0.
-    bound = [(b.name, b.kind.value, w) for b, w in weighted]
-    if fallback is not None and all(b is not fallback for b, _ in weighted):
-        bound.append((fallback.name, fallback.kind.value, 0))
     methods = sorted(match.methods) if match.methods is not None else []
     method_key = methods[0] if len(methods) == 1 else "ANY"
-    route_metrics = metrics.bind_route(route.name, bound)
     fallback_statuses = route.fallback_statuses if fallback is not None else frozenset[int]()
     retry_statuses = route.retries.statuses if route.retries is not None else frozenset[int]()
     shadow = None
     if route.shadow is not None:
         shadow = CompiledShadow(
-            route.shadow,
-            backends[route.shadow.backend],
-            PathPatterns(route.shadow.ignore),
-            route_metrics.bind_shadow(route.shadow.backend, RESULTS),
+            route.shadow, backends[route.shadow.backend], PathPatterns(route.shadow.ignore)
         )
-    else:
-        route_metrics.bind_shadow(None, ())
     return CompiledRoute(
         spec=route,
-        pattern=pattern,
+        slot=slot,
+        pattern=compile_pattern(match.path),
         methods=match.methods,
         host=match.host,
         headers=tuple((n.encode("latin-1"), v.encode("utf-8")) for n, v in match.headers),
@@ -265,19 +335,12 @@ def _compile_route(
             [Choice(b, w, b.kind is model.Kind.NEW) for b, w in weighted],
         ),
         sticky=_sticky_rule(route.sticky),
-        precedence=(pattern.rank, -conditions, route.index),
         route_key=f"{method_key} {match.path}",
-        metrics=route_metrics,
         fallback=fallback,
         fallback_statuses=fallback_statuses,
         retries=route.retries,
         retry_statuses=retry_statuses,
         held_statuses=fallback_statuses | retry_statuses,
-        budget=(
-            RetryBudget(route.retries.budget_ratio, route.retries.budget_min_per_second)
-            if route.retries is not None
-            else None
-        ),
         shadow=shadow,
     )
 
