@@ -23,12 +23,12 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import strangler_table  # noqa: E402
-from proxy.app import create_app  # noqa: E402
-from proxy.backends import transport as upstream_transport  # noqa: E402
-from proxy.connection import connection_class  # noqa: E402
-from proxy.server import server_config  # noqa: E402
-from proxy.settings import Settings  # noqa: E402
+from bench.run import strangler_table
+from proxy.app import create_app
+from proxy.backends import transport as upstream_transport
+from proxy.connection import connection_class
+from proxy.server import server_config
+from proxy.settings import Settings
 
 #: What nginx answers the benchmark's upstream requests with (100-byte file).
 UPSTREAM_REPLY = (

@@ -8,6 +8,7 @@ transport and random source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -34,6 +35,9 @@ from proxy.settings import Settings
 from proxy.shadow import Shadower
 from proxy.table.loader import load_table
 
+#: With workers, how often a worker's metric tallies reach the files every worker reads.
+METRICS_FLUSH_SECONDS = 1.0
+
 
 @dataclass(slots=True)
 class Application:
@@ -53,6 +57,11 @@ class Application:
     async def start(self) -> None:
         """Start watching the table's directory, unless ``settings.watch`` is off."""
         await self.shadower.start()
+        if self.metrics.multiprocess_dir is not None:
+            # Other workers answer scrapes too: each worker's tallies reach the shared files
+            # within a second (a scrape this worker answers flushes first).
+            task = asyncio.get_running_loop().create_task(self._flush_metrics())
+            self._background.add(task)
         if self.settings.watch and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self.reloader.watch(self._stop))
 
@@ -65,6 +74,13 @@ class Application:
         task = asyncio.get_running_loop().create_task(self.reloader.reload(trigger))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _flush_metrics(self) -> None:
+        while not self._stop.is_set():
+            self.metrics.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), METRICS_FLUSH_SECONDS)
+        self.metrics.flush()
 
     async def aclose(self) -> None:
         self._stop.set()

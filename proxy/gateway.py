@@ -162,9 +162,9 @@ class Gateway:
 
         # -- attempt and relay -----------------------------------------------------------
         watch = _Watch(cycle, receive, body, task)
-        metrics = state.metrics.backends[backend.name]
-        in_flight = state.metrics.in_flight
-        in_flight.inc()
+        route_metrics = state.metrics
+        metrics = route_metrics.backends[backend.name]
+        route_metrics.active += 1
         try:
             done = await attempt(route, state, backend, request, body, self._rng)
             metrics = done.metrics
@@ -189,7 +189,7 @@ class Gateway:
             )
         finally:
             watch.stop()
-            in_flight.dec()
+            route_metrics.active -= 1
             # ---- record ---------------------------------------------------------------------
             metrics.count(method, reply.status or CLIENT_CLOSED, time.perf_counter() - started_at)
             if job is not None:

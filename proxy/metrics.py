@@ -9,6 +9,7 @@ sent. Series of routes and backends that a new table drops are removed with it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import time
 import warnings
@@ -231,10 +232,17 @@ class Metrics:
                 for name in BREAKER_STATES:
                     self.breaker_state.remove(backend, name)
 
+    def flush(self) -> None:
+        """Add every tally taken since the last flush to the metric children."""
+        for route in self.routes.values():
+            route.flush()
+        self.unmatched.flush()
+
     def exposition(self) -> bytes:
         """The text exposition: this process's registry, or with workers the sum over every
         worker's files, less the series of routes and backends the live table no longer has
         (files keep what a worker once wrote)."""
+        self.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
@@ -271,6 +279,7 @@ class Metrics:
                     if route.legacy_last_at is not None
                 },
             )
+        self.flush()
         answered: dict[tuple[str, str], int] = {}
         legacy_last: dict[str, float] = {}
         collector = MultiProcessCollector(None, self.multiprocess_dir)  # type: ignore[no-untyped-call]
@@ -320,6 +329,11 @@ class _LiveSeries:
 
 @dataclass(slots=True)
 class BackendMetrics:
+    """One (route, backend)'s series. A request is tallied in plain numbers (:meth:`count`);
+    :meth:`flush` adds the tallies to the prometheus_client children, before every scrape
+    and, with workers, every second: a request pays for a dictionary update, not for locks,
+    label lookups and a search through the histogram's buckets."""
+
     route: RouteMetrics
     name: str
     kind: str
@@ -327,16 +341,48 @@ class BackendMetrics:
     duration: Any
     #: Requests answered since start, for /migration.
     answered: int = 0
+    is_legacy: bool = False
     _counters: dict[tuple[str, int], Any] = field(default_factory=dict)
     _errors: dict[str, Any] = field(default_factory=dict)
     _fallbacks: dict[str, Any] = field(default_factory=dict)
     _retries: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_legacy(self) -> bool:
-        return self.kind == Kind.LEGACY.value
+    #: Not yet flushed: requests by (method, status), and durations by histogram bucket.
+    _tally: dict[tuple[str, int], int] = field(default_factory=dict)
+    _observed: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    _observed_sum: float = 0.0
+    _observations: int = 0
 
     def count(self, method: str, status: int, elapsed: float) -> None:
+        key = (method, status)
+        tally = self._tally
+        tally[key] = tally.get(key, 0) + 1
+        self._observed[bisect.bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        self._observed_sum += elapsed
+        self._observations += 1
+        self.answered += 1
+        if self.is_legacy:
+            self.route.legacy_last_at = time.time()
+
+    def flush(self) -> None:
+        tally = self._tally
+        if tally:
+            for (method, status), count in tally.items():
+                self._child(method, status).inc(count)
+            tally.clear()
+        if self._observations:
+            # The histogram's own buckets (not cumulative: the first bound at or above the
+            # value, as Histogram.observe picks it), filled in bulk.
+            buckets = self.duration._buckets
+            observed = self._observed
+            for index, count in enumerate(observed):
+                if count:
+                    buckets[index].inc(count)
+                    observed[index] = 0
+            self.duration._sum.inc(self._observed_sum)
+            self._observed_sum = 0.0
+            self._observations = 0
+
+    def _child(self, method: str, status: int) -> Any:
         child = self._counters.get((method, status))
         if child is None:
             metrics = self.route.metrics
@@ -344,11 +390,7 @@ class BackendMetrics:
                 self.route.name, self.name, self.kind, method_label(method), status_label(status)
             )
             self._counters[(method, status)] = child
-        child.inc()
-        self.duration.observe(elapsed)
-        self.answered += 1
-        if self.is_legacy:
-            self.route.legacy_served()
+        return child
 
     def error(self, reason: str) -> None:
         child = self._errors.get(reason)
@@ -395,9 +437,12 @@ class RouteMetrics:
         self.metrics = metrics
         self.name = name
         self.in_flight = metrics.in_flight.labels(name)
+        #: Requests being answered now (the in-flight gauge is set from it when flushed).
+        self.active = 0
         #: When a legacy backend last served the route; the series exists from then on, so a
         #: route the monolith never served has none (rather than a misleading 1970).
         self.legacy_last_at: float | None = None
+        self._legacy_published: float | None = None
         self._legacy_last: Any = None
         self._budget_exhausted: Any = None
         self.backends: dict[str, BackendMetrics] = {}
@@ -424,11 +469,16 @@ class RouteMetrics:
             self._budget_exhausted = self.metrics.retry_budget_exhausted.labels(self.name)
         self._budget_exhausted.inc()
 
-    def legacy_served(self) -> None:
-        self.legacy_last_at = time.time()
-        if self._legacy_last is None:
-            self._legacy_last = self.metrics.legacy_last.labels(self.name)
-        self._legacy_last.set(self.legacy_last_at)
+    def flush(self) -> None:
+        for bound in self.backends.values():
+            bound.flush()
+        self.in_flight.set(self.active)
+        served = self.legacy_last_at
+        if served is not None and served != self._legacy_published:
+            if self._legacy_last is None:
+                self._legacy_last = self.metrics.legacy_last.labels(self.name)
+            self._legacy_last.set(served)
+            self._legacy_published = served
 
     def bind(self, backends: Iterable[tuple[str, str, int]]) -> None:
         for name, kind, weight in backends:
@@ -439,7 +489,8 @@ class RouteMetrics:
                 bound = None
             if bound is None:
                 duration = self.metrics.duration.labels(self.name, name, kind)
-                bound = BackendMetrics(self, name, kind, weight, duration)
+                legacy = kind == Kind.LEGACY.value
+                bound = BackendMetrics(self, name, kind, weight, duration, is_legacy=legacy)
                 self.backends[name] = bound
             bound.weight = weight
             if self.name != NONE:

@@ -139,7 +139,9 @@ def test_workers_share_the_port_and_the_metrics_add_up(
         assert len(workers) == 2
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             assert set(pool.map(lambda _: get(port), range(400))) == {b"one"}
-        # Whichever worker answers the scrape reports the sum over both.
+        # Whichever worker answers the scrape reports the sum over both: each worker's
+        # tallies reach the shared files within a second.
+        assert wait_for(lambda: total(admin, "strangler_requests_total") == 400, timeout=5)
         for _ in range(6):
             assert total(admin, "strangler_requests_total") == 400
             assert samples(admin, "strangler_build_info") == {'{version="0.1.0"}': 1.0}
@@ -206,7 +208,7 @@ def test_a_dead_worker_is_replaced_and_its_live_gauges_removed(
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             assert set(pool.map(lambda _: get(port), range(200))) == {b"one"}
         victim, survivor = children(process.proc.pid)
-        assert served_by(victim, metrics_dir, tmp_path) > 0
+        assert wait_for(lambda: served_by(victim, metrics_dir, tmp_path) > 0, timeout=5)
         assert live_files(victim, metrics_dir)
         # A worker dies only after living a while; one dying at once stops everything.
         time.sleep(5)
@@ -221,7 +223,9 @@ def test_a_dead_worker_is_replaced_and_its_live_gauges_removed(
         assert live_files(victim, metrics_dir) == []
         assert wait_for(lambda: bool(live_files(replacement, metrics_dir)), timeout=20)
         assert get(port) == b"one"
-        # The dead worker's requests still count: totals never go backwards.
+        # The dead worker's requests still count: totals never go backwards (its tallies had
+        # reached its files, as every worker's do within a second).
+        assert wait_for(lambda: total(admin, "strangler_requests_total") == 201, timeout=5)
         assert total(admin, "strangler_requests_total") == 201
         assert samples(admin, "strangler_build_info") == {'{version="0.1.0"}': 1.0}
     finally:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import __version__
@@ -74,7 +73,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Application, httpx.Asyn
 
 def samples(application: Application, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     """The samples of ``name`` in the app's exposition, by their sorted labels."""
-    exposition = generate_latest(application.metrics.registry).decode()
+    exposition = application.metrics.exposition().decode()
     found: dict[tuple[tuple[str, str], ...], float] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
@@ -239,7 +238,7 @@ def test_retire_removes_the_series_of_dropped_routes_and_backends() -> None:
     gone.backends["a"].count("GET", 200, 0.01)
     metrics.bind_route("kept", [("a", "new", 10_000)])
     metrics.retire({"kept": {"a"}})
-    text = generate_latest(metrics.registry).decode()
+    text = metrics.exposition().decode()
     assert 'route="gone"' not in text
     assert 'backend="b"' not in text
     assert 'strangler_upstream_errors_total{backend="a",reason="timeout",route="kept"} 1.0' in text
@@ -263,7 +262,7 @@ async def test_a_reload_removes_the_series_of_dropped_routes_and_backends(
     result = await application.reloader.reload("test")
     assert result.ok, result.problems
     assert result.changed
-    text = generate_latest(application.metrics.registry).decode()
+    text = application.metrics.exposition().decode()
     assert 'route="broken"' not in text
     assert 'backend="catalog"' not in text
     assert 'strangler_route_weight_ratio{backend="monolith",kind="legacy",route="catalog"} 1.0' in (
