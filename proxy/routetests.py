@@ -15,14 +15,12 @@ expected where it is certain: a route with one live backend, or a sticky split g
 
 from __future__ import annotations
 
-import yaml
 from yaml.nodes import Node
 
 from proxy.errors import BadRequest, NoRoute
 from proxy.headers import header_value
 from proxy.routes import CompiledTable
-from proxy.table.loader import MAX_TABLE_BYTES, TableError
-from proxy.table.model import Location
+from proxy.table.loader import TableError, read_yaml_file
 from proxy.table.yamlnodes import NodeReader, Problem
 
 _CASE_KEYS = frozenset({"request", "expect"})
@@ -33,16 +31,8 @@ _EXPECT_KEYS = frozenset({"route", "backend"})
 def run_route_tests(table: CompiledTable, path: str) -> tuple[int, list[Problem]]:
     """The number of cases and a problem for each failing one; a TableError when the test
     file itself is malformed."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_TABLE_BYTES + 1)
-        root = yaml.compose(data, Loader=yaml.SafeLoader)
-    except OSError as exc:
-        raise TableError([Problem(Location(path, 1, 1), f"cannot read: {exc.strerror}")]) from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path, 1, 1)
-        raise TableError([Problem(where, f"invalid YAML: {exc.problem}")]) from None
+    # The table's own reader: the same size limit, every YAML error as FILE:LINE:COL.
+    root = read_yaml_file(path)
     reader = NodeReader(path)
     cases = reader.sequence(root, "tests") if root is not None else []
     failures: list[Problem] = []

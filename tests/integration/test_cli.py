@@ -464,3 +464,44 @@ def test_route_tests_report_each_failure_with_its_location(tmp_path: Path) -> No
         f"{cases}:2:12: tests[0].expect: unknown key 'rout' (allowed: backend, route)",
         f"{cases}: not a valid route test file (2 problems)",
     ]
+
+
+def test_a_route_test_file_is_read_as_the_table_is(tmp_path: Path) -> None:
+    # The table's own YAML reader: a control character is a located problem, not a crash, and
+    # the size limit holds.
+    cases = tmp_path / "cases.yaml"
+    cases.write_bytes(b"- request: {method: GET, path: '/a\x01'}\n  expect: {route: none}\n")
+    result = run("check", "-c", "config/routes.yaml", "--tests", str(cases))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        f"{cases}:1:35: invalid YAML: unacceptable character #x0001: special characters are "
+        "not allowed",
+        f"{cases}: not a valid route test file (1 problems)",
+    ]
+    cases.write_bytes(b"#" * (1024 * 1024 + 1))
+    result = run("check", "-c", "config/routes.yaml", "--tests", str(cases))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1:] == [
+        f"{cases}:1:1: file is larger than 1048576 bytes",
+        f"{cases}: not a valid route test file (1 problems)",
+    ]
+
+
+def test_a_refused_request_expects_route_and_backend_none(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- request: {method: GET, path: '/x%2Fy'}\n"
+        "  expect: {route: none, backend: none}\n"
+        "- request: {method: GET, path: /, host: 'a b'}\n"
+        "  expect: {route: none, backend: none}\n"
+        "- request: {method: GET, path: '/x%2Fy'}\n"
+        "  expect: {route: everything-else}\n"
+    )
+    result = run("check", "-c", "config/routes.example.yaml", "--tests", str(cases))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1:] == [
+        f"{cases}:5:3: case 3 (GET /x%2Fy): expected route everything-else, got none "
+        "(400: bad path: encoded '/' or '\\' in the path is not allowed)",
+        f"{cases}: 1 of 3 route tests failed",
+    ]
