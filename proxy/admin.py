@@ -1,4 +1,5 @@
-"""The admin app (CONTRACT §4), served on its own port, never on the public one.
+"""The admin app (docs/reference.md, "The admin API"), served on its own port, never on
+the public one.
 
 It reads the same live snapshot as the gateway and never changes it.
 """

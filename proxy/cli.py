@@ -1,4 +1,5 @@
-"""The ``strangler`` command line (CONTRACT §1): serve, check, explain, demo.
+"""The ``strangler`` command line (docs/reference.md, "The command line"):
+serve, check, explain, status, demo.
 
 Settings are resolved here once, from flags with environment fallbacks; a fatal problem is
 printed plainly and the process exits non-zero.

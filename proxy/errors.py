@@ -1,4 +1,5 @@
-"""The gateway's own errors and their JSON bodies (docs/reference.md, "Errors").
+"""The gateway's own errors and their JSON bodies (docs/reference.md, "Errors the gateway
+answers itself").
 
 Backends translate their failures into these types at their boundary; the gateway renders
 them. Nothing else writes an error body.
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-
-from proxy.asgi import Send
 
 
 class GatewayError(Exception):
@@ -123,11 +122,6 @@ class UpstreamStatus(GatewayError):
         self.answer = answer
 
 
-class StreamAborted(Exception):
-    """The backend failed after the response had started: the only honest signal left is to
-    close the client connection without completing the response."""
-
-
 class ClientDisconnected(Exception):
     """The client went away before its request body was complete."""
 
@@ -146,15 +140,3 @@ def error_headers(body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
         (b"x-request-id", request_id.encode()),
         (b"cache-control", b"no-store"),
     ]
-
-
-async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
-    body = error_body(error, request_id)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": error_headers(body, request_id),
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,5 +1,5 @@
-"""The gateway's metrics (CONTRACT §6) in the app's own registry, and the per-route counts the
-admin API reports.
+"""The gateway's metrics (docs/reference.md, "Metrics") in the app's own registry, and the
+per-route counts the admin API reports.
 
 Label children are bound when a table is compiled, per route and backend; a request only
 looks up its (method, code) child in a small per-backend cache and increments. Cardinality is

@@ -1,4 +1,5 @@
-"""Process settings: resolved once at start from flags and environment (CONTRACT §1).
+"""Process settings: resolved once at start from flags and environment (docs/reference.md,
+"Flags and environment").
 
 Everything here needs a restart to change; what can change live belongs in the routing table.
 """

@@ -1,4 +1,4 @@
-"""API Gateway's HTTP API payload format 2.0, both ways (CONTRACT §3.2).
+"""API Gateway's HTTP API payload format 2.0, both ways (docs/functions.md).
 
 :func:`build_event` turns a request into the event a Lambda handler receives behind an HTTP
 API; :func:`parse_result` turns what the handler returned into status, headers and body bytes,

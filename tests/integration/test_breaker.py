@@ -1,4 +1,4 @@
-"""Circuit breakers (CONTRACT §2.5) over real sockets: open on failures, refuse with 503
+"""Circuit breakers (docs/resilience.md) over real sockets: open on failures, refuse with 503
 ``circuit_open`` or let the fallback answer without touching the backend, probe, close; the
 state in metrics, /routes and on the admin page."""
 

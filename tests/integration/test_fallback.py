@@ -1,4 +1,4 @@
-"""Fallback (CONTRACT §2.5): when the chosen backend fails before answering, the route's
+"""Fallback (docs/resilience.md): when the chosen backend fails before answering, the route's
 fallback answers instead, but only when repeating the request is safe."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Byte-exact HTTP forwarding over real sockets (CONTRACT §2.7, §5): a raw client, the gateway
+"""Byte-exact HTTP forwarding over real sockets (docs/forwarding.md): a raw client, the gateway
 on uvicorn, and a raw upstream that records what arrived and answers with a script."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Function backends over real sockets: in-process handlers and a remote invoke endpoint, with
-every failure mode answered by its exact code (CONTRACT §3, §5)."""
+every failure mode answered by its exact code (docs/functions.md; the errors as
+docs/reference.md lists them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live reload (CONTRACT §2.6): every trigger applies exactly one reload, a bad table never
+"""Live reload (docs/reload.md): every trigger applies exactly one reload, a bad table never
 replaces a good one, and reloading under load fails no request."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retries (CONTRACT §2.5) over real sockets: only where safe, bounded by the route's budget;
+"""Retries (docs/resilience.md) over real sockets: only where safe, bounded by the route's budget;
 and statuses a route lists held back so that a retry or the fallback may answer instead."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Metrics (CONTRACT §6) and the migration report, in-process: exact values after known
-traffic, bounded series whatever the traffic, series removed with their routes."""
+"""Metrics (docs/reference.md, "Metrics") and the migration report, in-process: exact
+values after known traffic, bounded series whatever the traffic, series removed with their
+routes."""
 
 from __future__ import annotations
 
