@@ -78,6 +78,11 @@ def publish(table: CompiledTable, metrics: Metrics, previous: Live | None = None
     for backend in table.backends.values():
         if isinstance(backend, GuardedBackend):
             backend.publish(metrics)
+    if previous is not None:
+        carried = {id(backend) for backend in table.backends.values()}
+        for backend in previous.table.backends.values():
+            if isinstance(backend, GuardedBackend) and id(backend) not in carried:
+                backend.retire()
     metrics.retire({route.name: route.backend_names for route in table.router.routes})
     metrics.table_loaded(table.loaded_at)
     return Live(table, tuple(states), metrics.unmatched.backends[NONE])

@@ -31,6 +31,11 @@ class GuardedBackend:
         self.breaker.on_change = self._changed
         self._changed(self.breaker.state)
 
+    def retire(self) -> None:
+        """A newer table has replaced this backend: its breaker (still judging requests that
+        finish on the old table) no longer speaks for the backend's gauge."""
+        self.breaker.on_change = None
+
     def _changed(self, state: State) -> None:
         if self._metrics is not None:
             self._metrics.breaker_changed(self.name, self, state.value)

@@ -267,13 +267,6 @@ def test_retired_routes_and_backends_lose_their_series() -> None:
     assert samples(metrics, "strangler_config_reloads_total")[labels(result="success")] == 2.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a breaker replaced by a reload still reports to the gauge; a request "
-    "draining on the old table that changes the old breaker overwrites the live breaker's state, "
-    "and closing the old backend then removes the live backend's series (proxy/backends/"
-    "guarded.py keeps on_change bound; Metrics.breaker_changed makes the old breaker the owner)",
-)
 async def test_a_replaced_breaker_no_longer_reports_once_the_new_one_is_live() -> None:
     metrics, make = Metrics("t"), Builder()
     first = compiled(TABLE, make)
