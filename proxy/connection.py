@@ -375,7 +375,10 @@ class HttpConnection(asyncio.Protocol):
             self._close()
         else:
             self._update_reading()
-            self._guard(_IDLE)
+            if self._guarding != _HEAD:
+                # Idle, unless the next request's head has begun arriving meanwhile: that head
+                # keeps its own deadline.
+                self._guard(_IDLE)
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now if idle, else after the current response."""

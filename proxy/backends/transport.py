@@ -413,7 +413,7 @@ class UpstreamResponse:
             # received so far bound it, to within one read.
             self._head_received += len(data)
             if self._head_received > self._limits.max_bytes + _HEAD_SLACK:
-                self._fail(self._too_large())
+                self._fail(httpx.RemoteProtocolError(str(self._too_large())))
         if self._error is not None:
             self._connection.close()
         self._notify()

@@ -583,13 +583,6 @@ async def test_the_head_deadline_starts_at_the_first_byte_of_a_kept_alive_reques
     assert client.written == answer("GET", "/a") + REQUEST_TIMEOUT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: HttpConnection.finished() sets the watchdog to guard an idle connection even "
-    "when the next request's head has begun (it arrived while the previous response was being "
-    "made); that head then gets the keep-alive timeout, not the head timeout, and the "
-    "connection is closed silently instead of answered 408",
-)
 async def test_a_head_begun_during_the_previous_response_keeps_its_head_deadline(
     app: RecordingApp,
 ) -> None:

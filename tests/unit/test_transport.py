@@ -465,12 +465,6 @@ async def test_a_head_that_never_ends_is_bounded_by_the_bytes_received() -> None
     assert exchange.socket.closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: UpstreamResponse.feed fails the response with the internal _Broken for the "
-    "received-bytes bound, not httpx.RemoteProtocolError (the callback path wraps it), so it "
-    "escapes proxy.backends.errors: the client gets a 500 internal_error instead of a 502",
-)
 async def test_a_head_that_never_ends_fails_as_a_remote_protocol_error() -> None:
     exchange = Exchange(get(), HeadLimits(max_bytes=100))
     with pytest.raises(httpx.RemoteProtocolError, match="larger than 100 bytes"):
