@@ -14,6 +14,8 @@ from yaml.nodes import Node
 from proxy.table.yamlnodes import NodeReader
 
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: A backend's or a route's name (also a label value of their metrics).
+NAME = re.compile(r"[a-z0-9_-]{1,63}\Z")
 
 
 def percentage(reader: NodeReader, where: str, node: Node) -> int | None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from proxy.table import fields, loader, resilience, shadowing
+from proxy.table import backends, fields, loader, resilience, routing, shadowing
 from proxy.table.fields import Field, Fields, Values
 from proxy.table.loader import parse_table
 from proxy.table.yamlnodes import NodeReader
@@ -109,17 +109,17 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
 
     yield from found("table", loader.TABLE_FIELDS, root)
     for _, backend in _entries(_child(root, "backends") or MappingNode("", [])):
-        (target,) = [k.value for k, _ in _entries(backend) if k.value in loader.BACKEND_FIELDS]
-        yield from found("backends.*", loader.BACKEND_FIELDS[target], backend)
+        (target,) = [k.value for k, _ in _entries(backend) if k.value in backends.BACKEND_FIELDS]
+        yield from found("backends.*", backends.BACKEND_FIELDS[target], backend)
         breaker = _child(backend, "circuit_breaker")
         yield from found("backends.*.circuit_breaker", resilience.CIRCUIT_BREAKER_FIELDS, breaker)
     routes = _child(root, "routes")
     assert isinstance(routes, SequenceNode)
     for route in routes.value:
-        yield from found("routes[*]", loader.ROUTE_FIELDS, route)
+        yield from found("routes[*]", routing.ROUTE_FIELDS, route)
         for key, table in (
-            ("match", loader.MATCH_FIELDS),
-            ("sticky", loader.STICKY_FIELDS),
+            ("match", routing.MATCH_FIELDS),
+            ("sticky", routing.STICKY_FIELDS),
             ("fallback", resilience.FALLBACK_FIELDS),
             ("retries", resilience.RETRIES_FIELDS),
             ("shadow", shadowing.SHADOW_FIELDS),
@@ -133,7 +133,7 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
 def _declared_tables() -> list[Fields]:
     """Every field table the table modules declare (``*_FIELDS``)."""
     tables: list[Fields] = []
-    for module in (loader, resilience, shadowing):
+    for module in (loader, backends, routing, resilience, shadowing):
         for name, value in vars(module).items():
             if name.endswith("_FIELDS") and isinstance(value, tuple):
                 tables.append(value)
