@@ -13,10 +13,13 @@ and dropped requests pipelined after one, and chunked responses to HTTP/1.0 clie
 
 Here requests are parsed by llhttp (httptools) in strict mode and answered one at a time, in
 order. Trailer fields are dropped (RFC 9110 §6.5.1 allows it; ASGI has no way to pass them on).
-An offered upgrade is ignored (RFC 9110 §7.8) and the request served as plain HTTP/1.1. A
-request's head must arrive within the head timeout and fit in the head bound; a connection the
-gateway refuses gets its JSON error and a lingering close (the client's further bytes are read
-and discarded for a while), so that the answer is read rather than lost to a reset.
+A WebSocket handshake is passed to the app with the Upgrade value on its cycle, and nothing
+after it is parsed: the upstream's 101 makes the connection a tunnel (:meth:`switch`), any
+other answer closes it. Any other offered upgrade (``h2c``) is ignored (RFC 9110 §7.8) and the
+request served as plain HTTP/1.1. A request's head must arrive within the head timeout and fit
+in the head bound; a connection the gateway refuses gets its JSON error and a lingering close
+(the client's further bytes are read and discarded for a while), so that the answer is read
+rather than lost to a reset.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from proxy.errors import (
     error_headers,
 )
 from proxy.settings import DEFAULT_HEAD_TIMEOUT, Limits
+from proxy.tunnel import CLIENT, Tunnel
 
 log = logging.getLogger("strangler.http")
 
@@ -134,6 +138,12 @@ class HttpConnection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         #: Set while an ignored upgrade offer's body is being read (see _after_upgrade_offer).
         self._skipping_head = False
+        #: A WebSocket handshake waiting for its answer, and the bytes the client sent after
+        #: it (they belong to the tunnel, if the upstream switches protocols).
+        self._upgrading: Cycle | None = None
+        self._early = bytearray()
+        #: The connection is a tunnel's now (proxy/tunnel.py): its protocol is the tunnel's.
+        self._tunnelled = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -176,6 +186,9 @@ class HttpConnection(asyncio.Protocol):
         self._wake_writers()
 
     def data_received(self, data: bytes) -> None:
+        if self._upgrading is not None:
+            self._hold(data)
+            return
         if self._stopped:
             return  # after the last request, or while lingering: discarded
         in_head = self._head_bytes is not None
@@ -270,16 +283,29 @@ class HttpConnection(asyncio.Protocol):
             "query_string": parsed.query or b"",
             "headers": headers,
         }
-        keep_alive = version != "1.0" and parser.should_keep_alive()
+        # llhttp says an HTTP/1.0 request is kept alive when it sends "Connection: keep-alive".
+        keep_alive = parser.should_keep_alive()
         has_body = _has_body(headers)
+        upgrade = None
+        if method == "GET" and version == "1.1" and not has_body and parser.should_upgrade():
+            upgrade = websocket_offer(headers)
         cycle = Cycle(
             self,
             scope,
-            keep_alive=keep_alive,
+            keep_alive=keep_alive and upgrade is None,
             expect_continue=self._expect_continue and version == "1.1",
             has_body=has_body,
         )
         scope["extensions"] = {"strangler.cycle": cycle}
+        if parsed.query is None and b"?" in self._url:
+            # ASGI's query_string cannot tell "/a?" from "/a"; the target is forwarded as sent.
+            cycle.empty_query = True
+        if upgrade is not None:
+            # A WebSocket handshake: nothing after it is parsed as HTTP. The upstream's 101
+            # makes the connection a tunnel; any other answer is relayed and then closes it.
+            cycle.upgrade = upgrade
+            self._upgrading = cycle
+            self._no_more = self._stopped = True
         self._parsing = cycle if has_body else None
         if not keep_alive:
             # Whatever follows a request that closes the connection is not read as requests.
@@ -322,6 +348,9 @@ class HttpConnection(asyncio.Protocol):
         whatever follows as the next request."""
         if self._refusal is not None:
             return  # a CONNECT, refused: what follows is not HTTP
+        if self._upgrading is not None:
+            self._hold(rest)  # a WebSocket handshake's: the tunnel's, if there is one
+            return
         cycle = self._parsing
         if cycle is not None:
             self.parser = httptools.HttpRequestParser(self)
@@ -380,8 +409,34 @@ class HttpConnection(asyncio.Protocol):
                 # keeps its own deadline.
                 self._guard(_IDLE)
 
+    # -- WebSocket handshakes ------------------------------------------------------------------
+
+    def _hold(self, data: bytes) -> None:
+        """Bytes after a handshake, before its answer: kept for the tunnel, and reading pauses
+        once they pass the body's high-water mark (a client should send nothing yet)."""
+        self._early += data
+        if len(self._early) > BODY_HIGH_WATER and not self._read_paused and not self._closing:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def switch(self, cycle: Cycle, head: bytes, tunnel: Tunnel) -> None:
+        """The upstream switched protocols: ``head`` (the 101) goes to the client, and the
+        connection becomes ``tunnel``'s client side."""
+        if cycle is not self._upgrading or self._closing:
+            raise RuntimeError("no WebSocket handshake is waiting on this connection")
+        self._upgrading = None
+        self._tunnelled = True
+        self._disarm()
+        self.transport.write(head)
+        early, self._early = bytes(self._early), bytearray()
+        self._read_paused = False  # the tunnel decides from now on
+        tunnel.attach(CLIENT, self.transport, early, self._write_paused, self.connection_lost)
+
     def shutdown(self) -> None:
-        """uvicorn's graceful shutdown: close now if idle, else after the current response."""
+        """uvicorn's graceful shutdown: close now if idle, else after the current response.
+        A tunnel goes on until the drain's end, when its task is cancelled."""
+        if self._tunnelled:
+            return
         self._no_more = True
         self._pending.clear()
         if self._current is None:
@@ -532,6 +587,19 @@ def _refusal(version: str, method: str) -> GatewayError | None:
     if method == "CONNECT":
         # A tunnel to anywhere is no gateway's business (NGINX answers 405 too).
         return MethodNotAllowed("CONNECT is not allowed")
+    return None
+
+
+def websocket_offer(headers: RawHeaders) -> bytes | None:
+    """The Upgrade value of a request that offers ``websocket`` (llhttp has checked that
+    Connection nominates ``upgrade``), or None: any other token (``h2c``...) is ignored and the
+    request served as plain HTTP/1.1 (docs/forwarding.md, "Upgrades")."""
+    for name, value in headers:
+        if name == b"upgrade":
+            for token in value.split(b","):
+                token = token.strip()
+                if token.lower() == b"websocket":
+                    return token
     return None
 
 

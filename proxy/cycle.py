@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from proxy.asgi import Message, RawHeaders, Scope
+from proxy.tunnel import Tunnel
 
 log = logging.getLogger("strangler.http")
 
@@ -59,6 +60,8 @@ class Connection(Protocol):
 
     def finished(self, cycle: Cycle) -> None: ...
 
+    def switch(self, cycle: Cycle, head: bytes, tunnel: Tunnel) -> None: ...
+
 
 class Cycle:
     """A request's body as it arrives and its response as it leaves."""
@@ -74,6 +77,7 @@ class Cycle:
         "body",
         "body_complete",
         "disconnected",
+        "empty_query",
         "head_only",
         "http10",
         "keep_alive",
@@ -83,6 +87,7 @@ class Cycle:
         "scope",
         "status",
         "task",
+        "upgrade",
     )
 
     def __init__(
@@ -119,6 +124,11 @@ class Cycle:
         self._head: bytes | None = None
         self._framing = _NONE
         self._remaining = 0
+        #: A WebSocket handshake's Upgrade value (the connection parses nothing after it).
+        self.upgrade: bytes | None = None
+        #: The target ended in "?" with nothing after it (ASGI's query_string is empty either
+        #: way; the upstream gets the target as sent).
+        self.empty_query = False
 
     # -- fed by the connection ----------------------------------------------------------------
 
@@ -208,6 +218,19 @@ class Cycle:
         self._begin(status, headers, False)
         self.write(body, more)
 
+    def switch(self, headers: RawHeaders, tunnel: Tunnel) -> None:
+        """Answer a WebSocket handshake with 101 and ``headers`` (lower-case names, valid
+        values), and hand the connection to ``tunnel``."""
+        if self.upgrade is None or self.response_started or self.disconnected:
+            raise RuntimeError("not a WebSocket handshake waiting for its answer")
+        self.response_started = self.response_complete = True
+        self.status = 101
+        lines = [status_line(101)]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        self._connection.switch(self, b"".join(lines), tunnel)
+
     @property
     def write_paused(self) -> bool:
         """Whether the client reads slower than the response is written (then :meth:`drain`)."""
@@ -273,6 +296,9 @@ class Cycle:
             self._framing = _CHUNKED
         if not self.keep_alive:
             lines.append(b"connection: close\r\n")
+        elif self.http10:
+            # HTTP/1.0 closes by default: a connection kept alive says so (RFC 9112 §9.3).
+            lines.append(b"connection: keep-alive\r\n")
         lines.append(b"\r\n")
         self._head = b"".join(lines)
 

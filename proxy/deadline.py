@@ -38,3 +38,31 @@ class Deadline:
         """Take back the cancellation this deadline caused, so the task can go on."""
         self.cancel()
         self._task.uncancel()
+
+
+class IdleDeadline(Deadline):
+    """Cancels the task when :meth:`touch` has not been called for ``seconds``: a stream that
+    moved no byte for its idle timeout. One timer, re-armed lazily: a touch is a clock read,
+    and the timer, when it fires early, sets itself for the last touch's deadline."""
+
+    __slots__ = ("_last", "_loop", "_seconds")
+
+    def __init__(self, task: asyncio.Task[Any], seconds: float) -> None:
+        self._task = task
+        self._loop = loop = task.get_loop()
+        self._seconds = seconds
+        self._last = loop.time()
+        self.expired = False
+        self._handle = loop.call_at(self._last + seconds, self._fire)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _fire(self) -> None:
+        due = self._last + self._seconds
+        if self._loop.time() >= due:
+            self._handle = None
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._fire)

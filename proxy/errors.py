@@ -69,6 +69,12 @@ class NotImplementedHere(GatewayError):
     status, code = 501, "not_implemented"
 
 
+class UpgradeNotSupported(GatewayError):
+    """A WebSocket handshake routed to a function backend (docs/forwarding.md, "Upgrades")."""
+
+    status, code = 501, "upgrade_not_supported"
+
+
 class HttpVersionNotSupported(GatewayError):
     status, code = 505, "http_version_not_supported"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from proxy.asgi import Receive, Scope, Send
 from proxy.attempt import Failed, attempt
-from proxy.backends.base import ProxyRequest
+from proxy.backends.base import Answer, ProxyRequest
 from proxy.clientaddr import TrustedProxies
 from proxy.cycle import Cycle
 from proxy.errors import (
@@ -36,17 +36,25 @@ from proxy.errors import (
     MethodNotAllowed,
     NotImplementedHere,
     RequestTimeout,
+    UpgradeNotSupported,
     UriTooLong,
 )
-from proxy.headers import RequestHead, only_chunked, read_head, upstream_request_headers
+from proxy.headers import (
+    RequestHead,
+    client_response_headers,
+    only_chunked,
+    read_head,
+    upstream_request_headers,
+)
 from proxy.live import Live
-from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, Metrics
+from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, BackendMetrics, Metrics
 from proxy.relay import Reply, relay
 from proxy.requestid import RequestIds
 from proxy.runtime import Runtime
 from proxy.settings import Limits
 from proxy.shadow import BodyCopy, Shadower
 from proxy.table.model import WEIGHT_SCALE
+from proxy.tunnel import Tunnel
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
 #: for the whole site, a year, not readable by scripts.
@@ -119,37 +127,55 @@ class Gateway:
         forwarding = self._trusted.resolve(client[0] if client else "0.0.0.0", headers)
         version = scope.get("http_version", "1.1")
         host = resolved.host
+        if host is not None:
+            host_value: bytes | None = host.value
+            host_name: str | None = host.name
+        else:
+            # HTTP/1.0 without Host: the address the client reached, as NGINX's $host is the
+            # server's name, so that the backend's absolute URLs point at the gateway.
+            host_value, host_name = _listener_host(scope)
         body = _Body(receive, self._limits.body_idle_timeout) if head.has_body else None
         task = cycle.task if cycle is not None else asyncio.current_task()
         assert task is not None
+        upstream_headers = upstream_request_headers(
+            headers,
+            head,
+            host=host_value,
+            request_id=request_id,
+            forwarding=forwarding,
+            scheme=scope.get("scheme", "http"),
+            http_version=version,
+            routed=table.routed_headers,
+        )
+        upgrade = cycle.upgrade if cycle is not None else None
+        if upgrade is not None:
+            # The two hop-by-hop fields that pass, and only for a WebSocket handshake.
+            upstream_headers += ((b"connection", b"upgrade"), (b"upgrade", upgrade))
+        spec = route.spec
         request = ProxyRequest(
             method=method,
             path=resolved.path,
             query=scope.get("query_string", b""),
-            headers=upstream_request_headers(
-                headers,
-                head,
-                host=host.value if host is not None else None,
-                request_id=request_id,
-                forwarding=forwarding,
-                scheme=scope.get("scheme", "http"),
-                http_version=version,
-                routed=table.routed_headers,
-            ),
+            headers=upstream_headers,
             body=body,
             request_id=request_id,
             route=route.name,
             route_key=route.route_key,
             captures=resolved.captures,
             client_ip=forwarding.client_ip,
-            host=host.name if host is not None else None,
+            host=host_name,
             protocol="HTTP/" + version,
             task=task,
+            upgrade=upgrade,
+            empty_query=cycle is not None and cycle.empty_query,
+            timeout=spec.timeout,
+            idle_timeout=spec.idle_timeout,
         )
         job = None
         shadow = route.shadow
         if (
             shadow is not None
+            and upgrade is None
             and method in shadow.spec.methods
             and self._rng.random() * WEIGHT_SCALE < shadow.spec.percent
         ):
@@ -165,10 +191,23 @@ class Gateway:
         route_metrics = state.metrics
         metrics = route_metrics.backends[backend.name]
         route_metrics.active += 1
+        tunnelled = False
         try:
+            if upgrade is not None and backend.spec.url is None:
+                raise Failed(
+                    UpgradeNotSupported(f"backend {backend.name!r} is a function"),
+                    backend,
+                    metrics,
+                )
             done = await attempt(route, state, backend, request, body, self._rng)
             metrics = done.metrics
-            if await relay(done.answer, reply, (route.name, done.backend.name)):
+            answer = done.answer
+            if answer.status == 101 and cycle is not None:
+                tunnelled = True
+                route_metrics.active -= 1
+                watch.stop()
+                await _tunnel(answer, cycle, reply, request, metrics, done.backend.name)
+            elif await relay(answer, reply, (route.name, done.backend.name), task):
                 metrics.error(ABORTED)
         except Failed as failed:
             metrics = failed.metrics
@@ -189,9 +228,12 @@ class Gateway:
             )
         finally:
             watch.stop()
-            route_metrics.active -= 1
-            # ---- record ---------------------------------------------------------------------
-            metrics.count(method, reply.status or CLIENT_CLOSED, time.perf_counter() - started_at)
+            if not tunnelled:
+                route_metrics.active -= 1
+                # ---- record ---------------------------------------------------------------------
+                metrics.count(
+                    method, reply.status or CLIENT_CLOSED, time.perf_counter() - started_at
+                )
             if job is not None:
                 job.finish(reply.complete)
 
@@ -218,6 +260,61 @@ class Gateway:
                 detail=f"Transfer-Encoding: {head.transfer_encoding.decode('latin-1')}",
             )
         return raw_path
+
+
+async def _tunnel(
+    answer: Answer,
+    cycle: Cycle,
+    reply: Reply,
+    request: ProxyRequest,
+    metrics: BackendMetrics,
+    backend: str,
+) -> None:
+    """The backend switched protocols: its 101 to the client, then bytes both ways until the
+    tunnel ends (either side closes, it stays idle, or this task is cancelled: the drain's end).
+    Counted once, as the 101, when it opens (docs/forwarding.md, "Upgrades")."""
+    stream = answer.stream
+    assert stream is not None
+    headers = client_response_headers(answer.headers, request.request_id, 101)
+    headers += ((b"connection", b"upgrade"), (b"upgrade", b"websocket"))
+    if reply.extra_headers:
+        headers += reply.extra_headers
+    tunnel = Tunnel(request.task.get_loop(), answer.idle_timeout)
+    try:
+        cycle.switch(headers, tunnel)
+        stream.switch(tunnel)
+    except BaseException:
+        answer.close(None)
+        raise
+    reply.started = reply.complete = True
+    reply.status = 101
+    metrics.switched(request.method)
+    tunnel.start()
+    try:
+        await tunnel.closed
+    finally:
+        tunnel.end()
+        answer.close(False)
+        metrics.tunnel_closed()
+        log.info(
+            "%s tunnel closed by the %s after %d bytes up, %d down",
+            _where(request, backend),
+            tunnel.ended_by,
+            *tunnel.moved,
+        )
+
+
+def _listener_host(scope: Scope) -> tuple[bytes | None, str | None]:
+    """The Host value and name of the address a request came in on (the port left out when it
+    is the scheme's own), or None for both when the server does not say."""
+    server = scope.get("server")
+    if not server:
+        return None, None
+    address, port = server[0], server[1]
+    name = f"[{address}]" if ":" in address else address
+    default = 443 if scope.get("scheme") == "https" else 80
+    value = name if port is None or port == default else f"{name}:{port}"
+    return value.encode("ascii"), address
 
 
 def _where(request: ProxyRequest, backend: str) -> str:

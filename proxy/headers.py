@@ -153,6 +153,8 @@ def upstream_request_headers(
         elif name == b"content-length":
             value = b"%d" % int(value)  # one spelling: "05" is 5
         out.append((name, value))
+    if head.hosts == 0 and host is not None:
+        out.insert(0, (b"host", host))  # HTTP/1.0 without one: the gateway's address
     out.append((b"x-forwarded-for", forwarding.forwarded_for))
     out.append((b"x-forwarded-proto", forwarding.proto or scheme.encode("latin-1")))
     forwarded_host = forwarding.host or host

@@ -112,6 +112,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.upgraded = Gauge(
+            "strangler_upgraded_connections",
+            "Upgraded connections (WebSocket tunnels) open now, by route and backend.",
+            ["route", "backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.upstream_errors = Counter(
             "strangler_upstream_errors",
             "Backend failures, by route, backend and reason.",
@@ -351,6 +358,10 @@ class BackendMetrics:
     _observed: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     _observed_sum: float = 0.0
     _observations: int = 0
+    #: Tunnels open now, and the value the gauge was last set to.
+    tunnels: int = 0
+    _tunnels_published: int = 0
+    _tunnels_child: Any = None
 
     def count(self, method: str, status: int, elapsed: float) -> None:
         key = (method, status)
@@ -363,7 +374,26 @@ class BackendMetrics:
         if self.is_legacy:
             self.route.legacy_last_at = time.time()
 
+    def switched(self, method: str) -> None:
+        """A handshake answered 101: counted once, as a request, and not timed (a tunnel's
+        life is no request's duration); the tunnel is open until :meth:`tunnel_closed`."""
+        key = (method, 101)
+        self._tally[key] = self._tally.get(key, 0) + 1
+        self.answered += 1
+        self.tunnels += 1
+        if self._tunnels_child is None:
+            # The series exists from the first tunnel on, 0 when none is open.
+            self._tunnels_child = self.route.metrics.upgraded.labels(self.route.name, self.name)
+        if self.is_legacy:
+            self.route.legacy_last_at = time.time()
+
+    def tunnel_closed(self) -> None:
+        self.tunnels -= 1
+
     def flush(self) -> None:
+        if self.tunnels != self._tunnels_published and self._tunnels_child is not None:
+            self._tunnels_child.set(self.tunnels)
+            self._tunnels_published = self.tunnels
         tally = self._tally
         if tally:
             for (method, status), count in tally.items():
@@ -426,6 +456,9 @@ class BackendMetrics:
         for reason in self._errors:
             metrics.upstream_errors.remove(route, self.name, reason)
         metrics.duration.remove(route, self.name, self.kind)
+        if self._tunnels_child is not None:
+            metrics.upgraded.remove(route, self.name)
+            self._tunnels_child = None
         if route != NONE:
             metrics.weight.remove(route, self.name, self.kind)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from proxy.asgi import RawHeaders, Send
 from proxy.backends.base import Answer
 from proxy.cycle import Cycle
+from proxy.deadline import IdleDeadline
 from proxy.errors import GatewayError, error_body, error_headers
 from proxy.headers import client_response_headers
 from proxy.shadow import ResponseTap
@@ -94,15 +96,19 @@ class Reply:
         await self.start(error.status, error_headers(body, self.request_id), body, False)
 
 
-async def relay(answer: Answer, reply: Reply, where: tuple[str, str]) -> bool | None:
+async def relay(
+    answer: Answer, reply: Reply, where: tuple[str, str], task: asyncio.Task[Any]
+) -> bool | None:
     """Send ``answer`` to the client and close it; returns how the backend did, as
-    :meth:`Answer.close` takes it: False (its part done), True (it broke or overran its
-    deadline mid-body: the response was cut), None (the client went away first). ``where`` is
-    the route and the backend, for the log."""
+    :meth:`Answer.close` takes it: False (its part done), True (it broke, overran its deadline
+    or stayed idle too long mid-body: the response was cut), None (the client went away
+    first). ``where`` is the route and the backend, for the log; ``task`` the request's, which
+    a streamed body's idle timer cancels."""
     status = answer.status
     headers = client_response_headers(answer.headers, reply.request_id, status)
     stream = answer.stream
     failed: bool | None = True
+    idle: IdleDeadline | None = None
     try:
         if stream is None or stream.body_complete:
             body = answer.body if stream is None else stream.take()
@@ -113,21 +119,28 @@ async def relay(answer: Answer, reply: Reply, where: tuple[str, str]) -> bool | 
             await reply.start(status, headers, body, False)
         else:
             await reply.start(status, headers, stream.take(), True)
+            if answer.idle_timeout > 0:
+                idle = IdleDeadline(task, answer.idle_timeout)
             while chunk := await stream.next_chunk():
+                if idle is not None:
+                    idle.touch()
                 await reply.body(chunk, True)
             await reply.body(b"", False)
         failed = False
         return False
     except asyncio.CancelledError:
         deadline = answer.deadline
-        if deadline is None or not deadline.expired:
+        if deadline is not None and deadline.expired:
+            deadline.absorb()
+            why = "the backend's timeout ran out"
+        elif idle is not None and idle.expired:
+            idle.absorb()
+            why = f"no byte for the idle timeout ({answer.idle_timeout:g}s)"
+        else:
             failed = None
             raise
-        deadline.absorb()
         log.warning(
-            "route=%s backend=%s request_id=%s response aborted: the backend's timeout ran out",
-            *where,
-            reply.request_id,
+            "route=%s backend=%s request_id=%s response aborted: %s", *where, reply.request_id, why
         )
         return True
     except Exception as exc:  # the stream broke: the response ends here, incomplete
@@ -140,4 +153,6 @@ async def relay(answer: Answer, reply: Reply, where: tuple[str, str]) -> bool | 
         )
         return True
     finally:
+        if idle is not None:
+            idle.cancel()
         answer.close(failed)

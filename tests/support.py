@@ -493,3 +493,31 @@ def serve_process(
     gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
     admin = process.wait_for_line(r"admin\s+(http://\S+)").group(1)
     return process, gateway, admin
+
+
+def demo_process(config: Path, monolith_port: int, data_dir: Path) -> tuple[Process, str, str]:
+    """`strangler demo` with ``config`` (its monolith on ``monolith_port``), the gateway and the
+    admin port on ports the kernel picks, the function services' state in ``data_dir``: the
+    process, and the gateway's and the admin port's URLs as its banner announces them. Stop it
+    with SIGINT (Ctrl-C)."""
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "demo",
+            "-c",
+            str(config),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--monolith-port",
+            str(monolith_port),
+        ],
+        # The function services keep their state here, not in the shared temp directory.
+        env={"STRANGLER_DATA_DIR": str(data_dir)},
+    )
+    gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
+    admin = process.wait_for_line(r"admin\s+(http://\S+)/routes").group(1)
+    return process, gateway, admin

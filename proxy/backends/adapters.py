@@ -13,6 +13,7 @@ import httpx
 from proxy.asgi import RawHeaders
 from proxy.backends.transport import HeadLimits, Origin, Outgoing, Transport, UpstreamResponse
 from proxy.table.model import IDEMPOTENT_METHODS
+from proxy.tunnel import Tunnel
 
 
 class ClientTransport(httpx.AsyncBaseTransport):
@@ -157,3 +158,6 @@ class _HttpxResponse:
 
     def close(self) -> None:
         """httpx.MockTransport's responses hold nothing to release."""
+
+    def switch(self, tunnel: Tunnel) -> None:
+        raise RuntimeError("an httpx transport cannot switch protocols")

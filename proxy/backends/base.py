@@ -20,6 +20,7 @@ from proxy.deadline import Deadline
 from proxy.errors import BodyTooLarge, RequestTimeout
 from proxy.table import model
 from proxy.table.model import Kind
+from proxy.tunnel import Tunnel
 
 
 @dataclass(slots=True)
@@ -47,6 +48,32 @@ class ProxyRequest:
     #: The task answering it: deadlines cancel it (``Task.get_loop`` gives its loop without
     #: the system call ``asyncio.get_running_loop`` makes).
     task: asyncio.Task[Any]
+    #: A WebSocket handshake's Upgrade value (only url backends answer one).
+    upgrade: bytes | None = None
+    #: The client's target ended in a "?" with no query after it (forwarded as sent).
+    empty_query: bool = False
+    #: The route's own ``timeout`` and ``idle_timeout``; None: the backend's.
+    timeout: float | None = None
+    idle_timeout: float | None = None
+
+
+def timers(spec: model.Backend, request: ProxyRequest) -> tuple[float, bool, float]:
+    """The timers of one exchange with the backend ``spec`` (docs/forwarding.md, "Timers"):
+    the deadline's seconds (0: none), whether it runs to the response's last byte (else it
+    ends with the head), and how long a streamed body or a tunnel may move no byte (0: no
+    limit). The route's values win over the backend's; ``timeout: 0`` leaves no whole-exchange
+    deadline, and the idle timeout then bounds the wait for the head."""
+    timeout = request.timeout if request.timeout is not None else spec.timeout
+    idle = request.idle_timeout if request.idle_timeout is not None else spec.idle_timeout
+    if idle is None:
+        idle = (
+            model.DEFAULT_TUNNEL_IDLE_TIMEOUT
+            if request.upgrade is not None
+            else model.DEFAULT_STREAM_IDLE_TIMEOUT
+        )
+    if timeout > 0:
+        return timeout, True, idle
+    return idle, False, idle
 
 
 class Stream(Protocol):
@@ -69,6 +96,9 @@ class Stream(Protocol):
     def close(self) -> None:
         """Done with it: the connection goes back to its pool, or is closed."""
 
+    def switch(self, tunnel: Tunnel) -> None:
+        """After a 101: the connection becomes ``tunnel``'s upstream side."""
+
 
 class Answer:
     """A backend's response: status, headers as the backend sent them, and the body, either
@@ -76,7 +106,7 @@ class Answer:
     relayed or dropped, saying whether the backend ``failed`` on the way (True), did its part
     (False), or nothing can be said of it (None: the client went away)."""
 
-    __slots__ = ("_on_close", "body", "deadline", "headers", "status", "stream")
+    __slots__ = ("_on_close", "body", "deadline", "headers", "idle_timeout", "status", "stream")
 
     def __init__(
         self,
@@ -86,6 +116,7 @@ class Answer:
         stream: Stream | None = None,
         deadline: Deadline | None = None,
         on_close: Callable[[bool | None], None] | None = None,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -93,6 +124,9 @@ class Answer:
         self.stream = stream
         #: The backend's deadline, still running while the body arrives.
         self.deadline = deadline
+        #: How long the streamed body (or, after a 101, the tunnel) may move no byte; 0: no
+        #: limit.
+        self.idle_timeout = idle_timeout
         self._on_close = on_close
 
     def also_on_close(self, callback: Callable[[bool | None], None]) -> None:

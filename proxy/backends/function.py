@@ -17,16 +17,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.backends.base import Answer, ProxyRequest, Slots, read_body
+from proxy.backends.base import Answer, ProxyRequest, Slots, read_body, timers
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.deadline import Deadline
-from proxy.errors import FunctionError, GatewayError, Overloaded, UpstreamTimeout
+from proxy.errors import (
+    FunctionError,
+    GatewayError,
+    Overloaded,
+    UpgradeNotSupported,
+    UpstreamTimeout,
+)
 from proxy.table import model
 
 log = logging.getLogger("strangler.function")
 
 #: What ``context.memory_limit_in_mb`` reports; nothing enforces it in process.
 MEMORY_LIMIT_MB = 128
+#: Lambda's longest invocation: what the context reports when nothing bounds this one.
+LAMBDA_MAX_TIMEOUT = 900.0
 
 
 def load_handler(reference: str) -> Callable[..., Any]:
@@ -77,7 +85,6 @@ class FunctionBackend:
         self._is_async = inspect.iscoroutinefunction(self._handler) or (
             call is not None and inspect.iscoroutinefunction(call)
         )
-        self._timeout = spec.timeout
         self._slots = Slots(spec.max_concurrency)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -85,14 +92,19 @@ class FunctionBackend:
         # The slot is taken before the body is read, and the body must arrive within the
         # backend's timeout: uploads held back by slow clients are bounded by max_concurrency
         # and never outlive the deadline. The handler gets what remains of it.
+        if request.upgrade is not None:
+            raise UpgradeNotSupported(f"function {self.name!r} cannot take a WebSocket")
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
         loop = request.task.get_loop()
-        deadline = Deadline(request.task, self._timeout)
-        ends = loop.time() + self._timeout
+        # With `timeout: 0`, the idle timeout bounds the invocation (a function's answer is
+        # its head and body at once); with neither, the context tells Lambda's own maximum.
+        limit = timers(self.spec, request)[0]
+        deadline = Deadline(request.task, limit)
+        ends = loop.time() + (limit or LAMBDA_MAX_TIMEOUT)
         in_thread = False
         try:
-            body = await read_body(request, deadline, self._timeout)
+            body = await read_body(request, deadline, limit)
             event = build_event(request, body)
             context = LambdaContext(self.name, request.request_id, max(0.0, ends - loop.time()))
             if self._is_async:
@@ -104,7 +116,7 @@ class FunctionBackend:
             if not deadline.expired:
                 raise
             deadline.absorb()
-            raise self._timed_out() from None
+            raise self._timed_out(limit) from None
         except GatewayError:
             raise
         except Exception as exc:
@@ -129,8 +141,8 @@ class FunctionBackend:
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.give_back))
         return asyncio.wrap_future(future)
 
-    def _timed_out(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"function {self.name!r} did not return within {self._timeout:g}s")
+    def _timed_out(self, limit: float) -> UpstreamTimeout:
+        return UpstreamTimeout(f"function {self.name!r} did not return within {limit:g}s")
 
     def _raised(self, exc: Exception) -> FunctionError:
         log.error("function %s raised", self.name, exc_info=exc)

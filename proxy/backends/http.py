@@ -4,9 +4,10 @@ arrives.
 Bodies move as raw bytes both ways (no decompression, no buffering). Requests go straight to the
 process's shared :class:`~proxy.backends.transport.Transport` as :class:`Outgoing` requests;
 its failures become the gateway's errors at :class:`~proxy.backends.errors.UpstreamErrors`.
-The backend's ``timeout`` bounds the whole exchange: its deadline starts here and goes on
-running, with the answer, while the body is relayed; ``max_concurrency`` counts the request
-until its answer is closed.
+The backend's ``timeout`` (or the route's) bounds the whole exchange: its deadline starts here
+and goes on running, with the answer, while the body is relayed; with ``timeout: 0`` it bounds
+only the wait for the head, and the idle timeout the body (docs/forwarding.md, "Timers").
+``max_concurrency`` counts the request until its answer is closed, a tunnel until it closes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from typing import Protocol
 
 from proxy.asgi import RawHeaders
-from proxy.backends.base import Answer, ProxyRequest, Slots, Stream
+from proxy.backends.base import Answer, ProxyRequest, Slots, Stream, timers
 from proxy.backends.errors import UpstreamErrors
 from proxy.backends.transport import HeadLimits, Origin, Outgoing
 from proxy.deadline import Deadline
@@ -76,36 +77,40 @@ class HttpBackend:
         self._default_host = (
             bracketed if port == (443 if scheme == "https" else 80) else f"{bracketed}:{port}"
         ).encode("ascii")
-        self._timeout = spec.timeout
         self._connect_timeout = spec.connect_timeout
         self._limits = head_limits(spec)
         self._slots = Slots(spec.max_concurrency)
         self.errors = UpstreamErrors(spec.name)
 
-    def target(self, path: str, query: bytes) -> bytes:
+    def target(self, path: str, query: bytes, empty_query: bool = False) -> bytes:
         """The request target for a normalised path and the client's query: the base path,
-        the path, the query byte for byte (only bytes that may not stand in a URI encoded)."""
+        the path, the query byte for byte (only bytes that may not stand in a URI encoded),
+        and a "?" alone when the client sent one."""
         target = self._base_path + path.encode("ascii")
         if query:
             if _QUERY_UNSAFE.search(query) is not None:
                 query = _QUERY_UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], query)
             target += b"?" + query
+        elif empty_query:
+            target += b"?"
         return target
 
     async def call(self, request: ProxyRequest) -> Answer:
         slots = self._slots
         if not slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {slots.limit}")
-        deadline = Deadline(request.task, self._timeout)
+        limit, whole, idle = timers(self.spec, request)
+        deadline = Deadline(request.task, limit)
         headers = request.headers
         if request.host is None:
             headers = [(b"host", self._default_host), *headers]
         outgoing = Outgoing(
             request.method,
-            self.target(request.path, request.query),
+            self.target(request.path, request.query, request.empty_query),
             headers,
             request.body,
             request.body is None and request.method in IDEMPOTENT_METHODS,
+            request.upgrade is not None,
         )
         try:
             with self.errors:
@@ -118,17 +123,23 @@ class HttpBackend:
                 deadline.cancel()
                 raise
             deadline.absorb()
-            raise self.timed_out() from None
+            raise self.timed_out(limit) from None
         except BaseException:
             deadline.cancel()
             slots.give_back()
             raise
+        status: int = response.status  # type: ignore[attr-defined]
+        if not whole or status == 101:
+            # The deadline bounded the wait for the head; a stream's idle timer, or a tunnel's,
+            # takes over (a tunnel keeps its slot until it closes).
+            deadline.cancel()
         answer = Answer(
-            response.status,  # type: ignore[attr-defined]
+            status,
             response.headers,  # type: ignore[attr-defined]
             stream=response,
-            deadline=deadline,
+            deadline=deadline if whole and status != 101 else None,
             on_close=lambda failed: slots.give_back(),
+            idle_timeout=idle,
         )
         if _ambiguous_framing(answer.headers):
             answer.close(failed=True)
@@ -138,8 +149,8 @@ class HttpBackend:
             )
         return answer
 
-    def timed_out(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"backend {self.name!r} did not answer within {self._timeout:g}s")
+    def timed_out(self, limit: float) -> UpstreamTimeout:
+        return UpstreamTimeout(f"backend {self.name!r} did not answer within {limit:g}s")
 
     async def aclose(self) -> None:
         """The shared transport belongs to the app; nothing of its own to release."""

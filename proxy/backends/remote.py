@@ -15,12 +15,18 @@ import logging
 
 import httpx
 
-from proxy.backends.base import Answer, ProxyRequest, Slots, read_body
+from proxy.backends.base import Answer, ProxyRequest, Slots, read_body, timers
 from proxy.backends.errors import UpstreamErrors
 from proxy.backends.http import head_limits
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.deadline import Deadline
-from proxy.errors import BadFunctionResponse, FunctionError, Overloaded, UpstreamTimeout
+from proxy.errors import (
+    BadFunctionResponse,
+    FunctionError,
+    Overloaded,
+    UpgradeNotSupported,
+    UpstreamTimeout,
+)
 from proxy.table import model
 
 log = logging.getLogger("strangler.function")
@@ -37,7 +43,6 @@ class LambdaBackend:
         self.spec = spec
         self._client = client
         self._url = httpx.URL(spec.lambda_url.rstrip("/") + INVOKE_PATH)
-        self._timeout = spec.timeout
         self._extensions = {
             "timeout": {"connect": spec.connect_timeout},
             "head_limits": head_limits(spec),
@@ -48,11 +53,14 @@ class LambdaBackend:
     async def call(self, request: ProxyRequest) -> Answer:
         # As for in-process functions: the slot first, then the body within the timeout, and
         # one deadline for the body and the invocation together.
+        if request.upgrade is not None:
+            raise UpgradeNotSupported(f"function {self.name!r} cannot take a WebSocket")
         if not self._slots.take():
             raise Overloaded(f"backend {self.name!r} is at its limit of {self._slots.limit}")
-        deadline = Deadline(request.task, self._timeout)
+        limit = timers(self.spec, request)[0]
+        deadline = Deadline(request.task, limit)
         try:
-            body = await read_body(request, deadline, self._timeout)
+            body = await read_body(request, deadline, limit)
             payload = json.dumps(build_event(request, body)).encode()
             reply = await self._invoke(payload)
         except asyncio.CancelledError:
@@ -60,7 +68,7 @@ class LambdaBackend:
                 raise
             deadline.absorb()
             raise UpstreamTimeout(
-                f"function {self.name!r} did not return within {self._timeout:g}s"
+                f"function {self.name!r} did not return within {limit:g}s"
             ) from None
         finally:
             deadline.cancel()

@@ -10,14 +10,17 @@ in :mod:`proxy.backends.adapters`.
 A pooled connection learns that it went bad when it happens, from its protocol's callbacks
 (bytes or EOF arriving while idle), so taking one from the pool is a list pop. The request goes
 out framed exactly as its headers say (Content-Length, or chunked when it has a body without
-one); the response body is passed on transfer-decoded but not content-decoded; a response that
-runs past its end or breaks its framing is never reused. What a response is made of is decided
-here and nowhere else: parsing stops at the end of the response, so bytes an upstream sends after
-it (a second response in the same write) can never add fields to it; trailer fields are
-dropped, never merged into the head (RFC 9110 §6.5.2); a head is bounded in fields and bytes
-(:class:`HeadLimits`, per backend); a status outside 100-599, or a 101 nobody asked for, is a
-broken response. Failures are httpx's exception types (ConnectError, ConnectTimeout, WriteError,
-RemoteProtocolError), which :mod:`proxy.backends.errors` translates for every backend.
+one); the response body is passed on transfer-decoded (chunked, and a gzip or deflate transfer
+coding under it) but not content-decoded; a response that runs past its end or breaks its
+framing is never reused. What a response is made of is decided here and nowhere else: parsing
+stops at the end of the response, so bytes an upstream sends after it (a second response in the
+same write) can never add fields to it; trailer fields are dropped, never merged into the head
+(RFC 9110 §6.5.2); a head is bounded in fields and bytes (:class:`HeadLimits`, per backend); a
+status outside 100-599, or a 101 nobody asked for, is a broken response; a 101 switching to
+``websocket`` is the head of a tunnel when the request was a handshake (the connection is then
+the tunnel's: :meth:`UpstreamResponse.switch`). Failures are httpx's exception types
+(ConnectError, ConnectTimeout, WriteError, RemoteProtocolError), which
+:mod:`proxy.backends.errors` translates for every backend.
 
 Deadlines are not this module's: the caller bounds the whole exchange (one timer per request,
 which cancels the waiting task); the transport closes what a cancelled exchange was using.
@@ -27,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from typing import Any
 
 import certifi
 import httptools
@@ -38,6 +44,7 @@ import httpx
 
 from proxy.asgi import RawHeaders
 from proxy.table.model import DEFAULT_MAX_RESPONSE_HEADER_BYTES, DEFAULT_MAX_RESPONSE_HEADERS
+from proxy.tunnel import UPSTREAM, Tunnel
 
 #: Idle connections kept per upstream (host, port); more are closed when returned.
 MAX_IDLE_PER_ORIGIN = 256
@@ -49,6 +56,9 @@ READ_BUFFER_HIGH = 256 * 1024
 #: Bytes beyond a head's limit received before it is judged too large, for the status line
 #: and line ends that the limit (names and values) does not count.
 _HEAD_SLACK = 16 * 1024
+
+#: Reads of what is left in a reset connection's socket (64 KiB each) before giving up on it.
+_LEFT_READS = 16
 
 #: (scheme, host, port).
 Origin = tuple[str, str, int]
@@ -77,6 +87,8 @@ class Outgoing:
     #: Whether it may be sent a second time when a reused connection closes unanswered:
     #: idempotent, and without a body (a streamed body cannot be sent again).
     replayable: bool = False
+    #: A WebSocket handshake: a 101 switching to ``websocket`` is its expected answer.
+    upgrade: bool = False
 
 
 class Transport:
@@ -208,10 +220,41 @@ class _Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        response = self._response
+        if exc is not None and response is not None and not response.complete:
+            self._read_what_is_left(response)
         self.closed = True
         self._wake_writer()
-        if self._response is not None:
-            self._response.end_of_stream()
+        if response is not None:
+            response.end_of_stream()
+
+    def _read_what_is_left(self, response: UpstreamResponse) -> None:
+        """Read what the kernel still holds for a connection that failed mid-request.
+
+        An upstream that answers an upload without reading it (a 401 or 413 to a large POST)
+        and closes makes its kernel reset the connection; the gateway's next write fails with
+        EPIPE or ECONNRESET, and uvloop (as asyncio's selector loop) then closes the transport
+        without reading the answer already waiting in the socket. The kernel keeps those bytes
+        readable after the reset, and both loops close the socket only once connection_lost
+        has returned: so they are read here, and the answer is relayed instead of a 502.
+        Plain TCP only: under TLS the bytes would need the TLS layer that is gone."""
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return
+        for _ in range(_LEFT_READS):
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # nothing more (EAGAIN), or the reset itself
+                return
+            if not data:
+                return
+            response.feed(data)
+            if response.complete or response.failed:
+                return
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -219,6 +262,10 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writer()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
 
     def _wake_writer(self) -> None:
         drained = self._drained
@@ -230,7 +277,9 @@ class _Connection(asyncio.Protocol):
     async def exchange(
         self, outgoing: Outgoing, limits: HeadLimits, pool: Transport
     ) -> UpstreamResponse:
-        response = self._response = UpstreamResponse(self, pool, outgoing.method == "HEAD", limits)
+        response = self._response = UpstreamResponse(
+            self, pool, outgoing.method == "HEAD", limits, outgoing.upgrade
+        )
         body = outgoing.body
         chunked = False
         headers = outgoing.headers
@@ -332,6 +381,7 @@ class UpstreamResponse:
         "_buffered",
         "_chunks",
         "_connection",
+        "_decoder",
         "_error",
         "_head_done",
         "_head_only",
@@ -344,6 +394,9 @@ class UpstreamResponse:
         "_paused",
         "_pool",
         "_received",
+        "_rest",
+        "_tail",
+        "_upgrade",
         "_wake",
         "closed",
         "complete",
@@ -351,12 +404,28 @@ class UpstreamResponse:
         "overrun",
         "reason",
         "status",
+        "switched",
     )
 
     def __init__(
-        self, connection: _Connection, pool: Transport, head_only: bool, limits: HeadLimits
+        self,
+        connection: _Connection,
+        pool: Transport,
+        head_only: bool,
+        limits: HeadLimits,
+        upgrade: bool = False,
     ) -> None:
         self._connection = connection
+        self._upgrade = upgrade
+        #: The upstream answered the handshake with 101: what follows its head is the other
+        #: protocol's, kept in ``_rest`` until the tunnel takes the connection.
+        self.switched = False
+        self._rest = bytearray()
+        #: Undoes a transfer coding other than chunked (gzip, deflate); ``_tail`` is its input
+        #: not yet decoded (decoding stops at the read buffer's size: a small coded body may
+        #: decode to a very large one).
+        self._decoder: Any = None
+        self._tail = b""
         self._pool = pool
         self._head_only = head_only
         self._limits = limits
@@ -382,6 +451,10 @@ class UpstreamResponse:
         self.closed = False
 
     @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    @property
     def clean(self) -> bool:
         return self.complete and not self.overrun and self._error is None and self._keep_alive
 
@@ -389,12 +462,18 @@ class UpstreamResponse:
 
     def feed(self, data: bytes) -> None:
         self._received = True
+        if self.switched:
+            self._hold(data)
+            return
         if self.complete:
             self.overrun = True
             self._notify()
             return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.switched:
+                self._hold(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Broken):
@@ -460,12 +539,15 @@ class UpstreamResponse:
         if not 100 <= status <= 599:
             raise _Broken(f"the upstream sent status {status}, outside 100-599")
         if status == 101:
-            raise _Broken("the upstream switched protocols unasked (101)")
+            self._switch()
+            return
         if status < 200:
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
             self._interim = True
             self.headers, self.reason, self._head_size = [], b"", 0
             return
+        if not self._head_only:
+            self._decoder = _decoder_for(self.headers)  # before the head is done: a 502
         self.status = status
         self._head_done = True
         self._keep_alive = self._parser.should_keep_alive()
@@ -475,6 +557,9 @@ class UpstreamResponse:
     def on_body(self, body: bytes) -> None:
         if self.complete:
             self.overrun = True
+            return
+        if self._decoder is not None:
+            self._decode(body)
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -487,6 +572,72 @@ class UpstreamResponse:
             self._interim = False
             return
         self.complete = True
+        if self._decoder is not None and not self._tail:
+            self._end_decoding()
+
+    # -- transfer codings other than chunked --------------------------------------------------
+
+    def _decode(self, data: bytes) -> None:
+        """Decode ``data`` (after what was left undecoded), at most a read buffer's worth; the
+        rest waits, with reading paused, until the body is read (:meth:`next_chunk`)."""
+        decoder = self._decoder
+        try:
+            out = decoder.decompress(self._tail + data if self._tail else data, READ_BUFFER_HIGH)
+        except zlib.error as exc:
+            self._decoder, self._tail = None, b""
+            self._fail(httpx.RemoteProtocolError(f"the upstream's coded body is broken: {exc}"))
+            self._connection.close()
+            return
+        self._tail = decoder.unconsumed_tail
+        if out:
+            self._chunks.append(out)
+            self._buffered += len(out)
+        if (self._tail or self._buffered > READ_BUFFER_HIGH) and not self._paused:
+            self._paused = True
+            self._connection.pause_reading()
+        if self.complete and not self._tail:
+            self._end_decoding()
+
+    def _end_decoding(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        out = decoder.flush()
+        if out:
+            self._chunks.append(out)
+            self._buffered += len(out)
+        if not decoder.eof:
+            self._fail(httpx.RemoteProtocolError("the upstream's coded body ended early"))
+
+    def _switch(self) -> None:
+        """A 101: the head of a tunnel when the request was a WebSocket handshake and the
+        upstream switches to ``websocket``; else a broken response."""
+        if not self._upgrade:
+            raise _Broken("the upstream switched protocols unasked (101)")
+        offered = b""
+        for name, value in self.headers:
+            if name.lower() == b"upgrade":
+                offered = value.strip().lower()
+        if offered != b"websocket":
+            raise _Broken(f"the upstream switched to {offered.decode('latin-1')!r}, not websocket")
+        self.status = 101
+        self._head_done = self.complete = self.switched = True
+        self._keep_alive = False  # never pooled: it is the tunnel's now
+
+    def _hold(self, data: bytes) -> None:
+        """Bytes of the other protocol before the tunnel takes the connection."""
+        self._rest += data
+        if len(self._rest) > READ_BUFFER_HIGH and not self._paused:
+            self._paused = True
+            self._connection.pause_reading()
+
+    def switch(self, tunnel: Tunnel) -> None:
+        """Hand the connection, after a 101, to ``tunnel`` as its upstream side. The
+        connection is closed by :meth:`close` (the tunnel's end), never pooled."""
+        connection = self._connection
+        transport = connection.transport
+        if not self.switched or transport is None:
+            raise RuntimeError("the upstream did not switch protocols")
+        rest, self._rest = bytes(self._rest), bytearray()
+        tunnel.attach(UPSTREAM, transport, rest, connection.write_paused)
 
     # -- read by the backend ----------------------------------------------------------------
 
@@ -513,17 +664,20 @@ class UpstreamResponse:
     @property
     def body_complete(self) -> bool:
         """Whether every body byte has arrived (and :meth:`take` has them all)."""
-        return self.complete and self._error is None
+        return self.complete and self._error is None and self._decoder is None
 
     async def hold(self, limit: int) -> bool:
         """Wait, reading nothing, until the whole body has arrived (True) or more than
         ``limit`` bytes of it are waiting (False); the response's error if it broke."""
-        while not self.complete:
+        while not self.complete or self._tail:
             if self._error is not None:
                 raise self._error
             if self._buffered > limit:
                 return False
-            await self._wait()
+            if self._tail:
+                self._decode(b"")
+            else:
+                await self._wait()
         if self._error is not None:
             raise self._error
         return self._buffered <= limit
@@ -535,10 +689,13 @@ class UpstreamResponse:
             if chunks:
                 chunk = chunks.popleft()
                 self._buffered -= len(chunk)
-                if self._paused and self._buffered <= READ_BUFFER_HIGH // 2:
+                if self._paused and self._buffered <= READ_BUFFER_HIGH // 2 and not self._tail:
                     self._paused = False
                     self._connection.resume_reading()
                 return chunk
+            if self._tail:
+                self._decode(b"")
+                continue
             if self._error is not None:
                 raise self._error
             if self.complete:
@@ -566,12 +723,16 @@ class UpstreamResponse:
         return _Broken(f"the upstream's response head is larger than {limit} bytes")
 
     def _until_close(self) -> bool:
-        """A response framed by the connection's end: no length and not chunked."""
-        for name, _ in self.headers:
+        """A response framed by the connection's end: no length and not chunked, or with a
+        transfer coding whose last is not chunked (RFC 9112 §6.3)."""
+        codings: list[bytes] = []
+        for name, value in self.headers:
             lowered = name.lower()
-            if lowered == b"content-length" or lowered == b"transfer-encoding":
+            if lowered == b"content-length":
                 return False
-        return True
+            if lowered == b"transfer-encoding":
+                codings += _codings(value)
+        return not codings or codings[-1] != b"chunked"
 
     def close(self) -> None:
         if not self.closed:
@@ -589,6 +750,32 @@ class _Broken(Exception):
 
 class _Overrun(Exception):
     """Raised from a parser callback to stop parsing at the end of the response."""
+
+
+#: zlib's window bits for the transfer codings decoded here (RFC 9110 §8.4.1).
+_DECODERS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
+
+
+def _codings(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+def _decoder_for(headers: RawHeaders) -> Any:
+    """A decoder for a response's transfer coding other than chunked, None when it has none;
+    a coding that cannot be decoded makes the response broken (the gateway may not pass a
+    transfer coding on to a client that did not ask for it, RFC 9110 §10.1.4)."""
+    codings: list[bytes] = []
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding":
+            codings += _codings(value)
+    if codings and codings[-1] == b"chunked":
+        codings.pop()
+    if not codings:
+        return None
+    if len(codings) > 1 or codings[0] not in _DECODERS:
+        named = ", ".join(c.decode("latin-1") for c in codings)
+        raise _Broken(f"the upstream's transfer coding {named!r} is not supported")
+    return zlib.decompressobj(_DECODERS[codings[0]])
 
 
 def _has_length(headers: RawHeaders) -> bool:

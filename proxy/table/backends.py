@@ -28,6 +28,8 @@ from proxy.table.values import NAME
 from proxy.table.yamlnodes import NodeReader
 
 MAX_TIMEOUT = 3600.0
+#: A tunnel may be quiet for a day at most, if the table says so.
+MAX_IDLE_TIMEOUT = 86400.0
 #: Bounds of the response-head limits a table may set.
 MAX_RESPONSE_HEADERS = 10_000
 MAX_RESPONSE_HEADER_BYTES = 1024 * 1024
@@ -91,7 +93,9 @@ _TARGETS: Mapping[str, Field[str]] = MappingProxyType(
     }
 )
 _KIND = Field("kind", _kind, default=Kind.NEW)
-_TIMEOUT = Field("timeout", fields.duration, default=DEFAULT_TIMEOUT, maximum=MAX_TIMEOUT)
+TIMEOUT = Field("timeout", fields.duration, default=DEFAULT_TIMEOUT, minimum=0, maximum=MAX_TIMEOUT)
+#: None: the default of the traffic (a stream's or a tunnel's, docs/forwarding.md).
+IDLE_TIMEOUT = Field("idle_timeout", fields.duration, minimum=0, maximum=MAX_IDLE_TIMEOUT)
 #: Set for a function backend too, which never connects: the model keeps one shape.
 _CONNECT_TIMEOUT = Field(
     "connect_timeout", fields.duration, default=DEFAULT_CONNECT_TIMEOUT, maximum=MAX_TIMEOUT
@@ -132,7 +136,8 @@ BACKEND_FIELDS: Mapping[str, Fields] = MappingProxyType(
         target: (
             field,
             _KIND,
-            _TIMEOUT,
+            TIMEOUT,
+            IDLE_TIMEOUT,
             _CONNECT_TIMEOUT,
             _MAX_CONCURRENCY[target],
             _CIRCUIT_BREAKER,
@@ -196,11 +201,12 @@ def _read_backend(reader: NodeReader, name: str, node: Node) -> Backend | None:
         url=value if target == "url" else None,
         function=value if target == "function" else None,
         lambda_url=value if target == "lambda" else None,
-        timeout=got[_TIMEOUT],
+        timeout=got[TIMEOUT],
         connect_timeout=got[_CONNECT_TIMEOUT],
         max_concurrency=got[_MAX_CONCURRENCY[target]],
         location=reader.location(node),
         circuit_breaker=got.get(_CIRCUIT_BREAKER),
         max_response_headers=got[_MAX_RESPONSE_HEADERS],
         max_response_header_bytes=got[_MAX_RESPONSE_HEADER_BYTES],
+        idle_timeout=got.get(IDLE_TIMEOUT),
     )

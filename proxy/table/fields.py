@@ -38,8 +38,8 @@ class Field(Generic[T]):
     read: Callable[[NodeReader, str, Node, Field[T]], T | None]
     #: The value when the key is left out. None: no value (the model says what that means).
     default: T | None = None
-    #: Limits of integers, numbers (inclusive) and durations (``maximum`` only: a duration is
-    #: always more than 0).
+    #: Limits of integers, numbers (inclusive) and durations (a duration is more than 0, or
+    #: with ``minimum=0`` may be 0 as well, meaning off; its ``maximum`` is required).
     minimum: float | None = None
     maximum: float | None = None
     #: ``minimum`` itself is refused, with a message that says so ("must be above 0").
@@ -181,10 +181,11 @@ def number(reader: NodeReader, where: str, node: Node, field: Field[float]) -> f
 
 
 def duration(reader: NodeReader, where: str, node: Node, field: Field[float]) -> float | None:
-    """A duration with a unit, in seconds: more than 0, at most ``maximum``."""
+    """A duration with a unit, in seconds: more than 0 (or 0 too, written ``0`` or ``0s``, for
+    a field with ``minimum=0``), at most ``maximum``."""
     if field.maximum is None:
         raise TypeError(f"field {field.key!r} declares no maximum")
-    return reader.duration(node, where, field.maximum)
+    return reader.duration(node, where, field.maximum, zero=field.minimum == 0)
 
 
 def percentage(reader: NodeReader, where: str, node: Node, field: Field[int]) -> int | None:

@@ -15,6 +15,10 @@ from enum import StrEnum
 WEIGHT_SCALE = 10_000
 
 DEFAULT_TIMEOUT = 30.0
+#: When ``idle_timeout`` is left out: an upgraded connection (a WebSocket tunnel) may be quiet
+#: for this long, a streamed response between its bytes for this long (docs/forwarding.md).
+DEFAULT_TUNNEL_IDLE_TIMEOUT = 300.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 #: Requests in flight to one HTTP upstream; beyond it, 503 at once, so that one hung upstream
 #: cannot hold every connection and task of the gateway.
@@ -67,6 +71,7 @@ class Backend:
     url: str | None
     function: str | None
     lambda_url: str | None
+    #: The whole exchange (up to the 101 for an upgrade); 0: no limit (docs/forwarding.md).
     timeout: float
     connect_timeout: float
     max_concurrency: int | None
@@ -77,6 +82,8 @@ class Backend:
     #: url and lambda backends: the largest response head accepted (502 beyond).
     max_response_headers: int = DEFAULT_MAX_RESPONSE_HEADERS
     max_response_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES
+    #: How long a stream or a tunnel may move no byte; None: the defaults above; 0: no limit.
+    idle_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,10 @@ class Route:
     fallback_statuses: frozenset[int] = frozenset()
     retries: Retries | None = None
     shadow: Shadow | None = None
+    #: The route's own ``timeout`` and ``idle_timeout``, which win over its backends'; None:
+    #: the backend's.
+    timeout: float | None = None
+    idle_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

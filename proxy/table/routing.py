@@ -11,6 +11,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from proxy.hosts import table_host
 from proxy.matching import compile_pattern
 from proxy.table import fields, values
+from proxy.table.backends import IDLE_TIMEOUT, MAX_TIMEOUT
 from proxy.table.fields import Field, Values
 from proxy.table.model import WEIGHT_SCALE, Backend, Match, Route, Sticky
 from proxy.table.resilience import read_fallback, read_retries
@@ -128,6 +129,9 @@ _ROUTE_STICKY = Field("sticky", _read_sticky)
 _ROUTE_FALLBACK = Field("fallback", fields.node)
 _ROUTE_RETRIES = Field("retries", read_retries)
 _ROUTE_SHADOW = Field("shadow", fields.node)
+#: A route's own timeouts win over its backends' (no default: the backend's then).
+_ROUTE_TIMEOUT = Field("timeout", fields.duration, minimum=0, maximum=MAX_TIMEOUT)
+_ROUTE_IDLE_TIMEOUT = IDLE_TIMEOUT
 #: The keys read once the route's name is known, which then names the route in messages.
 _ROUTE_BODY = (
     _ROUTE_MATCH,
@@ -137,6 +141,8 @@ _ROUTE_BODY = (
     _ROUTE_FALLBACK,
     _ROUTE_RETRIES,
     _ROUTE_SHADOW,
+    _ROUTE_TIMEOUT,
+    _ROUTE_IDLE_TIMEOUT,
 )
 ROUTE_FIELDS = (_ROUTE_NAME, *_ROUTE_BODY)
 
@@ -216,6 +222,8 @@ def _read_route(
         fallback_statuses,
         got.get(_ROUTE_RETRIES),
         shadow,
+        timeout=got.get(_ROUTE_TIMEOUT),
+        idle_timeout=got.get(_ROUTE_IDLE_TIMEOUT),
     )
 
 

@@ -135,15 +135,19 @@ class NodeReader:
             return None
         return str(node.value)
 
-    def duration(self, node: Node, where: str, maximum: float) -> float | None:
-        """A duration such as ``250ms``, ``3s``, ``1m`` or ``1m30s``, in seconds."""
+    def duration(self, node: Node, where: str, maximum: float, zero: bool = False) -> float | None:
+        """A duration such as ``250ms``, ``3s``, ``1m`` or ``1m30s``, in seconds. With
+        ``zero``, ``0`` (the one duration written without a unit) or ``0s`` is 0: off."""
+        if zero and isinstance(node, ScalarNode) and node.tag == _INT and node.value == "0":
+            return 0.0
+        off = ", or 0" if zero else ""
         text = self.string(node, where) if _is_str(node) else None
         if text is None:
             if not _is_str(node):
                 self.error(
                     node,
                     f"{where}: expected a duration with a unit ('250ms', '3s', "
-                    f"'1m'), got {describe(node)}",
+                    f"'1m'{off}), got {describe(node)}",
                 )
             return None
         parts = _DURATION.findall(text)
@@ -151,14 +155,15 @@ class NodeReader:
             self.error(
                 node,
                 f"{where}: bad duration {text!r} (a number with a unit: ms, s, m "
-                "or h, e.g. '250ms', '3s', '1m30s')",
+                f"or h, e.g. '250ms', '3s', '1m30s'{off})",
             )
             return None
         seconds = sum(float(value) * _UNITS[unit] for value, unit in parts)
-        if seconds <= 0 or seconds > maximum:
+        if (seconds < 0 if zero else seconds <= 0) or seconds > maximum:
+            low = "0 (off)" if zero else "more than 0"
             self.error(
                 node,
-                f"{where}: duration {text!r} is out of range (more than 0, at most {maximum:g}s)",
+                f"{where}: duration {text!r} is out of range ({low}, at most {maximum:g}s)",
             )
             return None
         return seconds

@@ -1,18 +1,17 @@
-"""The admin page in a real headless browser (Debian's chromium, driven over WebDriver): the
-bars a person reads must show the shares /migration reports."""
+"""The admin page in a real headless browser (Debian's chromium, driven over WebDriver, the
+``webdriver`` fixture of conftest.py): the bars a person reads must show the shares /migration
+reports."""
 
 from __future__ import annotations
 
 import base64
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import RawUpstream, answer, free_port, need, response, running_gateway, wait_for
+from tests.support import RawUpstream, answer, response, running_gateway
 
 pytestmark = pytest.mark.sockets
 
@@ -25,54 +24,6 @@ return Array.from(document.querySelectorAll('.bar')).map(bar => {
           label: bar.nextElementSibling.textContent};
 });
 """
-
-
-@pytest.fixture
-def webdriver(tmp_path: Path) -> Iterator[str]:
-    """A chromedriver session with headless chromium; yields the session's URL."""
-    chromium, driver = need("chromium"), need("chromedriver")
-    port = free_port()
-    process = subprocess.Popen(
-        [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: _up(base), timeout=20)
-        options = {
-            "binary": chromium,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--window-size=1400,900",
-                f"--user-data-dir={tmp_path / 'chromium'}",
-            ],
-        }
-        created = httpx.post(
-            f"{base}/session",
-            json={"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}},
-            timeout=60,
-        ).json()
-        session = f"{base}/session/{created['value']['sessionId']}"
-        try:
-            yield session
-        finally:
-            httpx.delete(session, timeout=30)
-    finally:
-        process.terminate()
-        process.wait(20)
-
-
-def _up(base: str) -> bool:
-    try:
-        return bool(httpx.get(f"{base}/status", timeout=1).json()["value"]["ready"])
-    except (httpx.HTTPError, ValueError, KeyError):
-        return False
 
 
 def test_the_admin_page_shows_the_shares_of_migration(tmp_path: Path, webdriver: str) -> None:

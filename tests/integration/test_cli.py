@@ -9,13 +9,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import Process, free_port, serve_process, wait_for
+from tests.support import Process, demo_process, free_port, serve_process, wait_for
 
 pytestmark = pytest.mark.sockets
 
@@ -27,17 +26,6 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*STRANGLER, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
     )
-
-
-@pytest.fixture
-def monolith() -> Iterator[str]:
-    port = free_port()
-    process = Process([sys.executable, "-m", "legacy_monolith", "--port", str(port)])
-    try:
-        process.wait_for_line(r"Uvicorn running on")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.stop()
 
 
 def table(tmp_path: Path, monolith_url: str, routes: str | None = None) -> Path:
@@ -81,8 +69,8 @@ def test_check_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     result = run("check", "-c", str(bad))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"{bad}:3:33: backends.m.timeout: expected a duration with a unit ('250ms', '3s', '1m'), "
-        "got an integer",
+        f"{bad}:3:33: backends.m.timeout: expected a duration with a unit ('250ms', '3s', '1m', "
+        "or 0), got an integer",
         f"{bad}:5:42: routes[0] (a).backend: unknown backend 'n' (known: m)",
         f"{bad}: invalid (2 problems)",
     ]
@@ -147,11 +135,12 @@ def test_explain_names_the_route_the_backend_and_the_losers() -> None:
         "captures  id=featured",
     ]
     assert "backend   catalog (new) 100%" in lines
-    assert lines[-4:] == [
-        "   1. product-detail   /products/{id}  chosen",
-        "   2. partner-api      /api            no: path does not match",
-        "   3. catalog          /products       no: matches, but a more specific route comes first",
-        "   4. everything-else  /               no: matches, but a more specific route comes first",
+    assert lines[-5:] == [
+        "   1. order-events     /orders/events  no: path does not match",
+        "   2. product-detail   /products/{id}  chosen",
+        "   3. partner-api      /api            no: path does not match",
+        "   4. catalog          /products       no: matches, but a more specific route comes first",
+        "   5. everything-else  /               no: matches, but a more specific route comes first",
     ]
 
 
@@ -329,24 +318,8 @@ def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Pat
     config.write_text(
         (ROOT / "config" / "routes.yaml").read_text().replace("8081", str(monolith_port))
     )
-    process = Process(
-        [
-            *STRANGLER,
-            "demo",
-            "-c",
-            str(config),
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-            "--monolith-port",
-            str(monolith_port),
-        ],
-        env={"STRANGLER_DATA_DIR": str(tmp_path / "data")},
-    )
+    process, gateway, admin = demo_process(config, monolith_port, tmp_path / "data")
     try:
-        gateway = process.wait_for_line(r"gateway\s+(http://\S+)").group(1)
-        admin = process.wait_for_line(r"admin\s+(http://\S+)/routes").group(1)
         routes = {r["name"]: r for r in httpx.get(f"{admin}/routes").json()["routes"]}
         assert routes["auth"]["backends"] == [{"name": "auth", "kind": "new", "weight": 100.0}]
         assert [b["weight"] for b in routes["catalog"]["backends"]] == [25.0, 75.0]

@@ -253,10 +253,16 @@ def test_requests_pipelined_after_an_upgrade_offer_are_answered_in_order(
         b"POST /one HTTP/1.1\r\nHost: gw\r\n"
         + H2C
         + body
-        + b"GET /two HTTP/1.1\r\nHost: gw\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
-        + b"GET /three HTTP/1.1\r\nHost: gw\r\n\r\n"
+        + b"GET /two HTTP/1.1\r\nHost: gw\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+        + b"GET /three HTTP/1.1\r\nHost: gw\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        + b"GET /four HTTP/1.1\r\nHost: gw\r\n\r\n"
     )
-    assert [client.read_response().body for _ in range(3)] == [b"/one hello", b"/two ", b"/three "]
+    replies = [client.read_response() for _ in range(3)]
+    assert [r.body for r in replies] == [b"/one hello", b"/two ", b"/three "]
+    # A WebSocket handshake is the connection's last request: answered without a 101, the
+    # connection closes, and what was pipelined behind it is never read as a request.
+    assert replies[2].header("connection") == ["close"]
+    assert client.read_until_closed() == b""
 
 
 # ---- a client's broken or unsent request never shifts the next one ------------------------------

@@ -352,14 +352,56 @@ async def test_an_upgrade_offer_with_a_body_is_served_with_it_and_what_follows_i
     assert [scope["path"] for scope in app.scopes] == ["/up", "/next"]
 
 
-async def test_an_upgrade_offer_without_a_body_is_plain_http(app: RecordingApp) -> None:
+async def test_an_upgrade_offer_other_than_websocket_is_plain_http(app: RecordingApp) -> None:
     client = connect(app)
     client.send(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
         b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
     )
     await settle()
-    assert client.written == answer("GET", "/ws") + answer("GET", "/next")
+    assert client.written == answer("GET", "/up") + answer("GET", "/next")
+    assert [scope["extensions"]["strangler.cycle"].upgrade for scope in app.scopes] == [None] * 2
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "offered"),
+    [(b"websocket", b"websocket"), (b"h2c, WebSocket", b"WebSocket")],
+)
+async def test_a_websocket_handshake_answered_without_101_closes_the_connection(
+    app: RecordingApp, upgrade: bytes, offered: bytes
+) -> None:
+    # Nothing after a handshake is HTTP: a request behind it is never served.
+    client = connect(app)
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "
+        + upgrade
+        + b"\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    await settle()
+    assert client.written == answer("GET", "/ws", close=True)
+    assert client.transport.closed
+    assert [scope["path"] for scope in app.scopes] == ["/ws"]
+    assert app.scopes[0]["extensions"]["strangler.cycle"].upgrade == offered
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # Not a handshake the gateway tunnels: served as plain HTTP/1.1.
+        b"POST /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        b"GET /ws HTTP/1.0\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+    ],
+)
+async def test_only_a_get_offering_websocket_with_connection_upgrade_is_a_handshake(
+    app: RecordingApp, head: bytes
+) -> None:
+    client = connect(app)
+    client.send(head)
+    await settle()
+    assert len(app.scopes) == 1
+    assert app.scopes[0]["extensions"]["strangler.cycle"].upgrade is None
 
 
 # -- refusals -------------------------------------------------------------------------------

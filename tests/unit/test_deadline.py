@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from proxy.deadline import Deadline
+from proxy.deadline import Deadline, IdleDeadline
 
 pytestmark = pytest.mark.anyio
 
@@ -58,3 +58,27 @@ async def test_zero_seconds_is_no_deadline() -> None:
     deadline = Deadline(task, 0)
     await asyncio.sleep(0.02)
     assert not deadline.expired
+
+
+async def test_an_idle_deadline_fires_only_after_its_seconds_without_a_touch() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    idle = IdleDeadline(task, 0.1)
+    for _ in range(6):  # 0.3 s in all, touched every 0.03 s: never 0.1 s without a touch
+        await asyncio.sleep(0.03)
+        idle.touch()
+    assert not idle.expired
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(5)
+    assert idle.expired
+    idle.absorb()
+    assert task.cancelling() == 0
+
+
+async def test_a_cancelled_idle_deadline_never_fires() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    idle = IdleDeadline(task, 0.01)
+    idle.cancel()
+    await asyncio.sleep(0.05)
+    assert not idle.expired

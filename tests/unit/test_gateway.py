@@ -257,8 +257,10 @@ async def test_a_host_is_required_of_http_1_1_only(
     assert upstream.seen == []
     sent = await raw_call(application, "GET", b"/shop", [(b"x-request-id", b"rid-1")], "1.0")
     assert sent[0]["status"] == 200
-    # The backend gets its own name as Host.
-    assert upstream.seen[0].headers.raw[0] == (b"host", b"shop.internal")
+    # The backend gets the address the client reached, so its absolute URLs point back at
+    # the gateway, not past it.
+    assert upstream.seen[0].headers.raw[0] == (b"host", b"gateway")
+    assert upstream.seen[0].headers["x-forwarded-host"] == "gateway"
 
 
 # -- what the upstream receives -----------------------------------------------------------

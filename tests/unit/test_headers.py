@@ -5,6 +5,8 @@ by examples and by properties over arbitrary header lists."""
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,15 +39,18 @@ REPLACED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-r
 def upstream(
     headers: RawHeaders,
     *,
-    host: bytes | None = b"example.test",
+    host: bytes | EllipsisType | None = ...,
     forwarding: Forwarding = PEER,
     scheme: str = "http",
     http_version: str = "1.1",
     routed: frozenset[bytes] = frozenset(),
 ) -> RawHeaders:
+    head = read_head(headers)
+    if host is ...:
+        host = b"example.test" if head.hosts else None  # what the gateway computed
     return upstream_request_headers(
         headers,
-        read_head(headers),
+        head,
         host=host,
         request_id="rid-1",
         forwarding=forwarding,
@@ -220,10 +225,13 @@ def test_without_a_normal_host_the_clients_is_sent_and_no_forwarded_host() -> No
     ]
 
 
-def test_a_request_without_host_gets_the_normal_one_only_as_forwarded_host() -> None:
-    out = upstream([(b"accept", b"*/*")])
-    assert [name for name, _ in out].count(b"host") == 0
-    assert (b"x-forwarded-host", b"example.test") in out
+def test_a_request_without_host_gets_the_listeners_address_as_host() -> None:
+    # HTTP/1.0 without Host: the gateway passes the address the client reached.
+    out = upstream([(b"accept", b"*/*")], host=b"10.0.0.5:8080")
+    assert out[:2] == [(b"host", b"10.0.0.5:8080"), (b"accept", b"*/*")]
+    assert [name for name, _ in out].count(b"host") == 1
+    assert (b"x-forwarded-host", b"10.0.0.5:8080") in out
+    assert b"host" not in [name for name, _ in upstream([(b"accept", b"*/*")])]
 
 
 def test_connection_may_not_nominate_what_is_routed_on() -> None:
@@ -416,6 +424,8 @@ def test_upstream_headers_keep_exactly_the_end_to_end_fields_in_order(
         elif name == b"content-length":
             value = str(int(value)).encode()
         survivors.append((name, value))
+    if host is not None and b"host" not in [name for name, _ in headers]:
+        survivors.insert(0, (b"host", host))  # HTTP/1.0 without Host: the gateway's address
     assert kept == survivors
 
     names = [name for name, _ in added]

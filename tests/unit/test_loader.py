@@ -146,6 +146,54 @@ def test_zero_is_kept_wherever_zero_is_allowed() -> None:
     assert route.retries == Retries(1, frozenset(), frozenset(), 0.0, 0.0)
 
 
+def test_timeouts_of_backends_and_routes_take_zero_as_off() -> None:
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends:
+              m: {url: "http://m"}
+              s: {url: "http://s", timeout: 0, idle_timeout: 0s}
+              t: {url: "http://t", timeout: 0s, idle_timeout: 10m}
+            routes:
+              - {name: plain, match: {path: /}, backend: m}
+              - {name: events, match: {path: /events}, backend: m, timeout: 0, idle_timeout: 2m}
+              - {name: quick, match: {path: /quick}, backend: s, timeout: 1s, idle_timeout: 0}
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    m, s, t = (table.backends[name] for name in "mst")
+    assert (m.timeout, m.idle_timeout) == (30.0, None)
+    assert (s.timeout, s.idle_timeout) == (0.0, 0.0)
+    assert (t.timeout, t.idle_timeout) == (0.0, 600.0)
+    plain, events, quick = table.routes
+    assert (plain.timeout, plain.idle_timeout) == (None, None)
+    assert (events.timeout, events.idle_timeout) == (0.0, 120.0)
+    assert (quick.timeout, quick.idle_timeout) == (1.0, 0.0)
+
+
+def test_zero_is_refused_where_a_duration_must_be_more_than_zero() -> None:
+    assert problems(
+        """\
+        version: 1
+        backends: {m: {url: "http://m", connect_timeout: 0, timeout: -1s, idle_timeout: 2d}}
+        routes: [{name: r, match: {path: /}, backend: m, timeout: 2h, idle_timeout: 0ms5}]
+        """
+    ) == [
+        "t.yaml:2:50: backends.m.connect_timeout: expected a duration with a unit ('250ms', "
+        "'3s', '1m'), got an integer",
+        "t.yaml:2:62: backends.m.timeout: bad duration '-1s' (a number with a unit: ms, s, m "
+        "or h, e.g. '250ms', '3s', '1m30s', or 0)",
+        "t.yaml:2:81: backends.m.idle_timeout: bad duration '2d' (a number with a unit: ms, s, "
+        "m or h, e.g. '250ms', '3s', '1m30s', or 0)",
+        "t.yaml:3:59: routes[0] (r).timeout: duration '2h' is out of range (0 (off), at most "
+        "3600s)",
+        "t.yaml:3:77: routes[0] (r).idle_timeout: bad duration '0ms5' (a number with a unit: "
+        "ms, s, m or h, e.g. '250ms', '3s', '1m30s', or 0)",
+    ]
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(TableError) as caught:
         parse_table(textwrap.dedent(text).encode(), "t.yaml")
@@ -205,10 +253,10 @@ BROKEN = {
         """,
         [
             "t.yaml:5:5: backends.m: unknown key 'timout' (allowed: circuit_breaker, "
-            "connect_timeout, function, kind, lambda, max_concurrency, max_response_header_bytes, "
-            "max_response_headers, timeout, url)",
+            "connect_timeout, function, idle_timeout, kind, lambda, max_concurrency, "
+            "max_response_header_bytes, max_response_headers, timeout, url)",
             "t.yaml:6:14: backends.m.timeout: expected a duration with a unit ('250ms', '3s', "
-            "'1m'), got an integer",
+            "'1m', or 0), got an integer",
             "t.yaml:7:22: backends.m.connect_timeout: bad duration '3 s' (a number with a unit: "
             "ms, s, m or h, e.g. '250ms', '3s', '1m30s')",
         ],
@@ -231,12 +279,12 @@ BROKEN = {
     "duration out of range": (
         """\
         version: 1
-        backends: {m: {url: "http://h", timeout: 0s}}
+        backends: {m: {url: "http://h", connect_timeout: 0s}}
         routes: [{name: a, match: {path: /}, backend: m}]
         """,
         [
-            "t.yaml:2:42: backends.m.timeout: duration '0s' is out of range (more than 0, at most "
-            "3600s)"
+            "t.yaml:2:50: backends.m.connect_timeout: duration '0s' is out of range (more than "
+            "0, at most 3600s)"
         ],
     ),
     "exactly one target": (

@@ -246,6 +246,30 @@ def test_retire_removes_the_series_of_dropped_routes_and_backends() -> None:
     assert 'strangler_route_weight_ratio{backend="a",kind="new",route="kept"} 1.0' in text
 
 
+def test_a_tunnel_is_one_101_with_no_duration_and_an_open_count() -> None:
+    metrics = Metrics("t")
+    route = metrics.bind_route("live", [("ws", "legacy", 10_000)])
+    bound = route.backends["ws"]
+    assert "strangler_upgraded_connections{" not in metrics.exposition().decode()
+    bound.switched("GET")
+    bound.switched("GET")
+    text = metrics.exposition().decode()
+    assert 'strangler_upgraded_connections{backend="ws",route="live"} 2.0' in text
+    labels = 'backend="ws",code="101",kind="legacy",method="GET",route="live"'
+    assert f"strangler_requests_total{{{labels}}} 2.0" in text
+    assert (
+        'strangler_request_duration_seconds_count{backend="ws",kind="legacy",route="live"} 0.0'
+        in text
+    )
+    assert route.legacy_last_at is not None
+    bound.tunnel_closed()
+    bound.tunnel_closed()
+    text = metrics.exposition().decode()
+    assert 'strangler_upgraded_connections{backend="ws",route="live"} 0.0' in text
+    metrics.retire({})
+    assert "strangler_upgraded_connections{" not in metrics.exposition().decode()
+
+
 async def test_a_reload_removes_the_series_of_dropped_routes_and_backends(
     gateway: tuple[Application, httpx.AsyncClient], tmp_path: Path
 ) -> None:

@@ -114,7 +114,7 @@ async def test_a_complete_answer_is_one_message_with_its_length() -> None:
     answer, closes = tracked(
         200, [(b"Content-Type", b"text/plain"), (b"X-Request-Id", b"theirs")], b"hello"
     )
-    assert await relay(answer, reply, WHERE) is False
+    assert await relay(answer, reply, WHERE, _task()) is False
     assert sent.messages == [
         {
             "type": "http.response.start",
@@ -135,7 +135,7 @@ async def test_a_complete_answer_through_the_cycle_is_one_respond_call() -> None
     cycle = FakeCycle()
     reply = Reply(Sent(), "rid-1", cycle)  # type: ignore[arg-type]
     answer, closes = tracked(201, [(b"content-type", b"text/plain")], b"made")
-    assert await relay(answer, reply, WHERE) is False
+    assert await relay(answer, reply, WHERE, _task()) is False
     assert cycle.calls == [
         (
             "respond",
@@ -158,7 +158,7 @@ async def test_a_paused_cycle_is_drained_after_each_write() -> None:
     cycle = FakeCycle(paused=True)
     reply = Reply(Sent(), "rid", cycle)  # type: ignore[arg-type]
     answer, _ = tracked(200, [], stream=FakeStream([b"a", b"b"]))
-    assert await relay(answer, reply, WHERE) is False
+    assert await relay(answer, reply, WHERE, _task()) is False
     assert [call[0] for call in cycle.calls] == ["respond", "write", "write", "write"]
     assert cycle.drains == 4
 
@@ -168,7 +168,7 @@ async def test_no_body_and_no_length_for_204_and_304(status: int) -> None:
     sent = Sent()
     headers = [(b"content-length", b"4"), (b"etag", b'"v1"')]
     answer, closes = tracked(status, headers, b"junk")
-    assert await relay(answer, Reply(sent, "rid"), WHERE) is False
+    assert await relay(answer, Reply(sent, "rid"), WHERE, _task()) is False
     assert sent.messages == [
         {
             "type": "http.response.start",
@@ -184,7 +184,7 @@ async def test_a_bodyless_status_from_a_stream_complete_in_its_buffer_sends_noth
     sent = Sent()
     stream = FakeStream([], buffered=b"oops", complete=True)
     answer, _ = tracked(304, [(b"content-length", b"4")], stream=stream)
-    assert await relay(answer, Reply(sent, "rid"), WHERE) is False
+    assert await relay(answer, Reply(sent, "rid"), WHERE, _task()) is False
     assert [m.get("body") for m in sent.messages] == [None, b""]
     assert sent.messages[0]["headers"] == [(b"x-request-id", b"rid")]
 
@@ -194,7 +194,7 @@ async def test_a_streamed_answer_is_relayed_chunk_by_chunk() -> None:
     stream = FakeStream([b"one", b"two", b"three"], buffered=b"head")
     answer, closes = tracked(200, [(b"transfer-encoding", b"chunked"), (b"x-a", b"1")], b"", stream)
     reply = Reply(sent, "rid")
-    assert await relay(answer, reply, WHERE) is False
+    assert await relay(answer, reply, WHERE, _task()) is False
     assert sent.messages == [
         {
             "type": "http.response.start",
@@ -217,7 +217,7 @@ async def test_a_streamed_answer_through_the_cycle_writes_each_chunk() -> None:
     cycle = FakeCycle()
     reply = Reply(Sent(), "rid", cycle)  # type: ignore[arg-type]
     answer, _ = tracked(200, [], stream=FakeStream([b"a", b"b"]))
-    assert await relay(answer, reply, WHERE) is False
+    assert await relay(answer, reply, WHERE, _task()) is False
     assert cycle.calls == [
         ("respond", 200, [(b"x-request-id", b"rid")], b"", True),
         ("write", b"a", True),
@@ -230,7 +230,7 @@ async def test_a_stream_complete_in_its_buffer_is_sent_in_one_piece() -> None:
     sent = Sent()
     stream = FakeStream([b"never read"], buffered=b"all of it", complete=True)
     answer, closes = tracked(200, [(b"content-length", b"9")], stream=stream)
-    assert await relay(answer, Reply(sent, "rid"), WHERE) is False
+    assert await relay(answer, Reply(sent, "rid"), WHERE, _task()) is False
     assert sent.messages == [
         {
             "type": "http.response.start",
@@ -248,7 +248,7 @@ async def test_extra_headers_are_appended() -> None:
     reply = Reply(sent, "rid")
     reply.extra_headers = [(b"set-cookie", b"sid=k; Path=/")]
     answer, _ = tracked(200, [(b"set-cookie", b"theirs=1")], b"ok")
-    await relay(answer, reply, WHERE)
+    await relay(answer, reply, WHERE, _task())
     assert sent.messages[0]["headers"] == [
         (b"set-cookie", b"theirs=1"),
         (b"x-request-id", b"rid"),
@@ -262,7 +262,7 @@ async def test_the_shadow_tap_is_fed_what_the_client_gets() -> None:
     reply.extra_headers = [(b"set-cookie", b"sid=k")]
     tap = reply.tap = ResponseTap(1000)
     answer, _ = tracked(200, [(b"x-a", b"1")], stream=FakeStream([b"b", b"c"], buffered=b"a"))
-    await relay(answer, reply, WHERE)
+    await relay(answer, reply, WHERE, _task())
     captured = tap.captured
     assert captured.status == 200
     assert captured.headers == [
@@ -279,7 +279,7 @@ async def test_a_stream_that_breaks_mid_body_cuts_the_response() -> None:
     reply = Reply(sent, "rid")
     stream = FakeStream([b"part"], fail=True)
     answer, closes = tracked(200, [], stream=stream)
-    assert await relay(answer, reply, WHERE) is True
+    assert await relay(answer, reply, WHERE, _task()) is True
     assert [m.get("body") for m in sent.messages] == [None, b"", b"part"]
     assert all(m.get("more_body", True) for m in sent.messages)  # never ended
     assert (reply.started, reply.complete) == (True, False)
@@ -294,7 +294,7 @@ async def test_a_deadline_expiring_mid_body_cuts_the_response_and_is_absorbed() 
     reply = Reply(sent, "rid")
     deadline = Deadline(task, 0.01)
     answer, closes = tracked(200, [], stream=FakeStream([b"part"], wait=True), deadline=deadline)
-    assert await relay(answer, reply, WHERE) is True
+    assert await relay(answer, reply, WHERE, _task()) is True
     assert deadline.expired
     assert task.cancelling() == 0  # the cancellation was taken back
     await asyncio.sleep(0)  # and the task goes on
@@ -316,7 +316,7 @@ async def test_a_cancellation_that_is_not_the_deadlines_goes_on() -> None:
         deadline = Deadline(task, 30)
         deadlines.append(deadline)
         answer = Answer(200, [], b"", stream, deadline, closes.append)
-        return await relay(answer, Reply(sent, "rid"), WHERE)
+        return await relay(answer, Reply(sent, "rid"), WHERE, _task())
 
     running = asyncio.get_running_loop().create_task(relaying())
     await stream.waiting.wait()
@@ -336,7 +336,7 @@ async def test_a_cancellation_with_no_deadline_goes_on() -> None:
 
     async def relaying() -> bool | None:
         answer = Answer(200, [], b"", stream, None, closes.append)
-        return await relay(answer, Reply(Sent(), "rid"), WHERE)
+        return await relay(answer, Reply(Sent(), "rid"), WHERE, _task())
 
     running = asyncio.get_running_loop().create_task(relaying())
     await stream.waiting.wait()
@@ -380,3 +380,9 @@ async def test_an_upstream_error_through_the_cycle() -> None:
         "request_id": "r",
     }
     assert headers == error_headers(body, "r")
+
+
+def _task() -> asyncio.Task[object]:
+    task = asyncio.current_task()
+    assert task is not None
+    return task

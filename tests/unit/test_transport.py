@@ -6,6 +6,8 @@ known clean and sends a request a second time only when it may."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -477,7 +479,7 @@ async def test_a_head_that_never_ends_fails_as_a_remote_protocol_error() -> None
         (b"HTTP/1.1 600 Nope", "outside 100-599"),
         (b"HTTP/1.1 099 Nope", "outside 100-599"),
         (b"HTTP/1.1 999 Nope", "outside 100-599"),
-        (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c", "101"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c", "unasked"),
     ],
 )
 async def test_statuses_that_are_not_a_response_fail(status_line: bytes, message: str) -> None:
@@ -779,3 +781,136 @@ async def test_a_cancelled_exchange_closes_its_connection(reused: bool) -> None:
     assert len(pool.sockets) == 1
     assert pool.sockets[0].closed
     assert pool._take(ORIGIN) is None
+
+
+# -- a handshake's 101 ------------------------------------------------------------------------
+
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+async def test_a_handshakes_101_is_a_tunnels_head_and_keeps_what_follows_it() -> None:
+    exchange = Exchange(get(upgrade=True))
+    response = await exchange.reply(SWITCHED + b"\x81\x02hi")
+    exchange.connection.data_received(b"\x81\x03you")  # before the tunnel takes over
+    assert (response.status, response.switched, response.body_complete) == (101, True, True)
+    assert response.take() == b""  # the frames are not a body
+    taken: list[tuple[int, bytes]] = []
+
+    class Recorder:
+        def attach(self, side: int, transport: Any, early: bytes, paused: bool) -> None:
+            taken.append((side, early))
+
+    response.switch(Recorder())  # type: ignore[arg-type]
+    assert taken == [(1, b"\x81\x02hi\x81\x03you")]
+    response.close()
+    assert exchange.socket.closed  # never pooled
+    assert not exchange.reused()
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "head", "message"),
+    [
+        (False, SWITCHED, "unasked"),
+        (True, SWITCHED.replace(b"websocket", b"h2c"), "'h2c', not websocket"),
+        (True, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "'', not websocket"),
+    ],
+)
+async def test_a_101_that_is_not_a_websocket_the_request_asked_for_fails(
+    upgrade: bool, head: bytes, message: str
+) -> None:
+    exchange = Exchange(get(upgrade=upgrade))
+    with pytest.raises(httpx.RemoteProtocolError, match=message):
+        await exchange.reply(head)
+    assert exchange.socket.closed
+
+
+async def test_a_refused_handshake_is_an_ordinary_response() -> None:
+    exchange = Exchange(get(upgrade=True))
+    response = await exchange.reply(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+    assert (response.status, response.switched, response.take()) == (403, False, b"no")
+
+
+# -- transfer codings under chunked -----------------------------------------------------------
+
+
+def chunked(data: bytes, size: int = 100) -> bytes:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("coding", "wbits"), [(b"gzip", 31), (b"x-gzip", 31), (b"deflate", 15), (b"GZip", 31)]
+)
+async def test_a_transfer_coding_under_chunked_is_decoded(coding: bytes, wbits: int) -> None:
+    plain = b"".join(b"record %d;" % n for n in range(500))
+    coder = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    coded = coder.compress(plain) + coder.flush()
+    exchange = Exchange(get())
+    response = await exchange.reply(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b", chunked\r\n\r\n" + chunked(coded)
+    )
+    body = response.take()
+    while chunk := await within(response.next_chunk()):
+        body += chunk
+    assert body == plain
+    assert response.clean
+
+
+async def test_a_coded_body_decodes_a_buffer_at_a_time_as_it_is_read() -> None:
+    plain_size = 8 * READ_BUFFER_HIGH
+    coder = zlib.compressobj(9, zlib.DEFLATED, 31)
+    coded = coder.compress(b"\0" * plain_size) + coder.flush()
+    exchange = Exchange(get())
+    response = await exchange.reply(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked(coded, 1 << 20)
+    )
+    # All of it has arrived, coded; decoded so far: one buffer, and reading is paused.
+    assert response._buffered <= READ_BUFFER_HIGH
+    assert not exchange.socket.reading
+    assert not response.body_complete
+    sizes = []
+    while chunk := await within(response.next_chunk()):
+        sizes.append(len(chunk))
+    assert sum(sizes) == plain_size
+    assert max(sizes) <= READ_BUFFER_HIGH
+    assert response.clean
+
+
+@pytest.mark.parametrize(
+    ("coding", "message"),
+    [
+        (b"br, chunked", "'br' is not supported"),
+        (b"gzip, gzip, chunked", "'gzip, gzip' is not supported"),
+        (b"compress, chunked", "'compress' is not supported"),
+    ],
+)
+async def test_a_transfer_coding_that_cannot_be_decoded_fails_at_the_head(
+    coding: bytes, message: str
+) -> None:
+    exchange = Exchange(get())
+    with pytest.raises(httpx.RemoteProtocolError, match=message):
+        await exchange.reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n" + chunked(b"x")
+        )
+
+
+async def test_a_broken_coded_body_fails_mid_body() -> None:
+    exchange = Exchange(get())
+    response = await exchange.reply(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked(b"not gzip")
+    )
+    with pytest.raises(httpx.RemoteProtocolError, match="coded body is broken"):
+        await within(response.next_chunk())
+
+
+async def test_a_gzip_body_ended_by_close_is_decoded() -> None:
+    exchange = Exchange(get())
+    response = await exchange.reply(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + gzip.compress(b"until the end")
+    )
+    exchange.socket.lose()
+    body = response.take()
+    while chunk := await within(response.next_chunk()):
+        body += chunk
+    assert body == b"until the end"
+    assert not response.clean  # ended by the close: never reused
