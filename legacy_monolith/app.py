@@ -1,7 +1,8 @@
 """The stub legacy monolith: a small e-commerce application (Starlette, in-memory state).
 
 It is the "before" of a migration: users with login sessions in cookies, a product catalogue
-with filters and pagination, a cart, orders and one server-rendered HTML page. Its answers are
+with filters and pagination, a cart, orders, one server-rendered HTML page and a live page
+(a WebSocket ticker and an event stream, legacy_monolith/live.py). Its answers are
 what the new services must reproduce. State lives in the app instance, seeded deterministically.
 """
 
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from legacy_monolith import data
+from legacy_monolith import data, live
 
 MAX_PER_PAGE = 50
 
@@ -71,7 +72,9 @@ def create_app(secret: str | None = None) -> Starlette:
         greeting = f"Hello, {html.escape(user.name)}" if user else "You are not logged in"
         page = (
             '<!doctype html>\n<html><head><meta charset="utf-8"><title>Shop</title></head>'
-            f"<body><h1>Shop</h1><p>{greeting}</p><ul>\n{rows}\n</ul></body></html>\n"
+            f"<body><h1>Shop</h1><p>{greeting}</p><ul>\n{rows}\n</ul>"
+            '<p><a href="/live">Live</a>: stock prices and an order on its way, as they '
+            "change.</p></body></html>\n"
         )
         return HTMLResponse(page)
 
@@ -230,6 +233,8 @@ def create_app(secret: str | None = None) -> Starlette:
             Route("/cart/items/{id}", cart_item, methods=["DELETE"]),
             Route("/orders", orders, methods=["GET", "POST"]),
             Route("/orders/{id}", order),
+            # /live, its WebSocket ticker and its event stream (legacy_monolith/live.py).
+            *live.routes(),
         ],
         middleware=[Middleware(GZipMiddleware, minimum_size=500)],
     )

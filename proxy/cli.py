@@ -455,7 +455,7 @@ def _demo(args: argparse.Namespace) -> int:
     application = _load(settings)
     if application is None:
         return 1
-    monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port)
+    monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port, plain=True)
     gateway = Listener("gateway", application.public, settings.host, settings.port)
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
     group = ServerGroup(

@@ -51,6 +51,9 @@ class Listener:
     host: str
     port: int
     sock: socket.socket | None = None
+    #: Served by uvicorn's own protocols, WebSockets included, rather than the gateway's: an
+    #: ordinary application (the demo's monolith), not a proxy.
+    plain: bool = False
 
     @property
     def bound_port(self) -> int:
@@ -77,6 +80,17 @@ def server_config(
         server_header=False,
         date_header=False,
         proxy_headers=False,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, math.ceil(drain_timeout)),
+    )
+
+
+def plain_config(app: ASGIApp, drain_timeout: float) -> uvicorn.Config:
+    """uvicorn settings for an ordinary application: its own protocols and defaults."""
+    return uvicorn.Config(
+        app,
+        lifespan="off",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=max(1, math.ceil(drain_timeout)),
@@ -141,7 +155,11 @@ class ServerGroup:
         if any(listener.sock is None for listener in self.listeners):
             self.bind()
         self._servers = [
-            _Server(server_config(listener.app, self.drain.timeout, self.guard))
+            _Server(
+                plain_config(listener.app, self.drain.timeout)
+                if listener.plain
+                else server_config(listener.app, self.drain.timeout, self.guard)
+            )
             for listener in self.listeners
         ]
         loop = asyncio.get_running_loop()
