@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest
 
-# Not part of `make test`: a full run takes about ten minutes and its figures are only
+# Not part of `make test`: a full run takes about thirteen minutes and its figures are only
 # meaningful on a quiet machine. BENCH_ARGS passes options (e.g. --duration 5 --runs 1).
 bench: $(STAMP)
 	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \

@@ -45,3 +45,36 @@ def test_a_short_benchmark_run_reports_every_server() -> None:
         "strangler-bench-"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )
+
+
+def test_a_short_benchmark_run_measures_every_websocket_path() -> None:
+    """The WebSocket scenarios (bench/ws.py): the client alone, then through each proxy."""
+    need("nginx")
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--duration", "1", "--runs", "1", "--scenarios", "ws"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # The rows first: a path that opens no connection is still reported, with its errors.
+    rows = re.findall(
+        r"^\| (\S+) \| ([\d,]+) \|.*\| (\d+) \| ([\d.]+|-) \| ([\d.]+|-) \| ([\d.]+|-) \|$",
+        result.stdout,
+        re.M,
+    )
+    servers = [(name, int(rate.replace(",", "")), int(errors)) for name, rate, errors, *_ in rows]
+    assert [name for name, _, _ in servers] == ["direct", "nginx", "aiohttp", "strangler"] * 2
+    assert re.findall(r"^### .* \(`(ws-[\w-]+)`\)$", result.stdout, re.M) == [
+        "ws-32",
+        "ws-burst-32",
+    ]
+    assert result.stdout.count("| server | msg/s |") == 2
+    assert all(rate > 0 and errors == 0 for _, rate, errors in servers), result.stdout
+    # The client against the echo server is the scale: its own ratio is 1.
+    assert [ratio for name, _, _, ratio, _, _ in rows if name == "direct"] == ["1.000"] * 2
+    assert result.returncode == 0, result.stderr
+    # The echo server and every client were stopped too (the echo server by process id).
+    left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "strangler-bench-" not in left
+    assert "bench.ws " not in left
