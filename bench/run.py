@@ -6,7 +6,10 @@ Everything runs on loopback ports chosen here and is stopped by process id at th
 - ``nginx``: nginx 1 worker as a reverse proxy in front of it (the anchor);
 - ``aiohttp``: an aiohttp server with a pooled aiohttp client on uvloop, streaming, adding and
   checking nothing (bench/aiohttp_proxy.py): the Python anchor;
-- ``strangler``: ``strangler serve`` with a 20-route table, a sticky split, metrics on;
+- ``strangler``: ``strangler serve`` with a 20-route table, a sticky split, metrics and the
+  access log on (to a file);
+- ``strangler-nolog``: the same with ``--access-log off`` (the 100 B scenario only: what the
+  access log costs, in the same run);
 - ``strangler-2w``: the same with ``--workers 2`` (the workers scenario only).
 
 The WebSocket scenarios (``ws-*``, bench/ws.py) add an echo upstream (``direct``: the load
@@ -42,6 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -71,7 +75,10 @@ WS_SERVERS = ("direct", "nginx", "aiohttp", "strangler")
 
 SCENARIOS = {
     "100b-32": Scenario(
-        "100 B body, 32 connections", "/api/catalog/items", 32, ("nginx", "aiohttp", "strangler")
+        "100 B body, 32 connections",
+        "/api/catalog/items",
+        32,
+        ("nginx", "aiohttp", "strangler", "strangler-nolog"),
     ),
     "100b-128": Scenario(
         "100 B body, 128 connections",
@@ -299,6 +306,7 @@ def servers(
 ) -> Iterator[dict[str, Server]]:
     """``websocket``: start the echo server too (``direct``) and route ``/ws`` to it."""
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[BinaryIO] = []
     try:
         # nginx started as root serves files as `nobody`: the bodies must be readable to it.
         directory.chmod(0o755)
@@ -381,13 +389,17 @@ def servers(
             started.append(process)
             found["aiohttp"] = Server("aiohttp", f"http://{LOOPBACK}:{port}", process)
         table = strangler_table(directory, upstream, echo)
-        for name, workers, cores in (
-            ("strangler", 1, SERVER_CORES),
-            ("strangler-2w", 2, set(CORES[:2])),
+        for name, workers, cores, access_log in (
+            ("strangler", 1, SERVER_CORES, "json"),
+            ("strangler-nolog", 1, SERVER_CORES, "off"),
+            ("strangler-2w", 2, set(CORES[:2]), "json"),
         ):
             if name not in wanted:
                 continue
             port = free_port()
+            # The access log goes to a file, as a container runtime's pipe takes it.
+            log = (directory / f"{name}.access.log").open("wb")
+            logs.append(log)
             process = subprocess.Popen(
                 [
                     python,
@@ -410,9 +422,11 @@ def servers(
                     # Nothing in front of it to notice a drain: stop at once.
                     "--shutdown-grace",
                     "0",
+                    "--access-log",
+                    access_log,
                 ],
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
+                stdout=log,
                 preexec_fn=pinned(cores),
             )
             started.append(process)
@@ -434,6 +448,8 @@ def servers(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for log in logs:
+            log.close()
 
 
 @dataclass
@@ -596,6 +612,14 @@ def report(
             # echo server it would be shares the client's core).
             server = "-" if name == "direct" else f"{m.cpu_us_per_request * rate / 1e6:.0%}"
             busy.append(f"{name} {m.client_busy:.0%} / {server}")
+    if "strangler" in results and "strangler-nolog" in results:
+        on, off = results["strangler"], results["strangler-nolog"]
+        notes.append(
+            f"- the access log: {on.requests_per_second:,.0f} req/s with it, "
+            f"{off.requests_per_second:,.0f} without: "
+            f"{_ratio(on.requests_per_second, off.requests_per_second, 3)} of the rate, "
+            f"{on.cpu_us_per_request - off.cpu_us_per_request:+.1f} µs CPU per request"
+        )
     if busy:
         notes.append(
             "- cores busy, the client's (load client and echo server) / the server's: "

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from proxy import __version__
+from proxy.accesslog import AccessLog
 from proxy.admin import create_admin
 from proxy.admin_access import AdminAccess
 from proxy.asgi import ASGIApp
@@ -33,6 +34,7 @@ from proxy.routes import compile_table
 from proxy.runtime import Runtime
 from proxy.settings import Settings
 from proxy.shadow import Shadower
+from proxy.spans import SpanExporter
 from proxy.table.loader import load_table
 
 #: With workers, how often a worker's metric tallies reach the files every worker reads.
@@ -50,6 +52,8 @@ class Application:
     public: Gateway
     admin: ASGIApp
     shadower: Shadower
+    access_log: AccessLog | None = None
+    spans: SpanExporter | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -94,6 +98,11 @@ class Application:
             await backend.aclose()
         await self.client.aclose()
         await self.upstream.aclose()
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.spans is not None:
+            # Blocks for up to its timeout (a collector that hangs): off the event loop.
+            await asyncio.to_thread(self.spans.shutdown)
 
 
 def _tell_supervisor() -> None:
@@ -124,6 +133,13 @@ def create_app(
     runtime = Runtime(publish(table, metrics))
     reloader = Reloader(settings.config, runtime, metrics, make_backend)
     shadower = Shadower()
+    access_log = AccessLog() if settings.access_log == "json" else None
+    if access_log is not None:
+        metrics.count_drops("access_log", lambda: access_log.dropped)
+    spans = None
+    if settings.otlp_endpoint is not None:
+        spans = SpanExporter(settings.otlp_endpoint, __version__)
+        metrics.count_drops("spans", lambda: spans.dropped)
     return Application(
         settings=settings,
         runtime=runtime,
@@ -138,6 +154,8 @@ def create_app(
             TrustedProxies(parse_networks(settings.trusted_proxies)),
             settings.limits,
             shadower,
+            access_log,
+            spans,
         ),
         admin=create_admin(
             runtime,
@@ -148,4 +166,6 @@ def create_app(
             AdminAccess(settings.admin_host, settings.admin_allowed_hosts),
         ),
         shadower=shadower,
+        access_log=access_log,
+        spans=spans,
     )

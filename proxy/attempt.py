@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxy.backends.base import Answer, Backend, ProxyRequest
 from proxy.errors import GatewayError, UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
@@ -54,6 +55,10 @@ class Attempted:
     metrics: BackendMetrics
 
 
+#: What happened on the way, for the request's span: (name, Unix time, attributes).
+Trail = list[tuple[str, float, dict[str, Any]]]
+
+
 class Failed(Exception):
     """The final failure of a request's attempts, with the metrics of the backend it is
     counted against (the last one asked)."""
@@ -72,8 +77,10 @@ async def attempt(
     request: ProxyRequest,
     body: BodyState | None,
     rng: random.Random,
+    trail: Trail | None = None,
 ) -> Attempted:
-    """The answer the client is to get, or :class:`Failed`."""
+    """The answer the client is to get, or :class:`Failed`. Each retry and fallback is added
+    to ``trail`` when one is given (its length plus one is the number of attempts)."""
     retries, budget = route.retries, state.budget
     if budget is not None:
         budget.request()
@@ -102,6 +109,8 @@ async def attempt(
                 log.info("%s %s: %s; retrying", _where(request, backend), error.code, error.detail)
                 _count_error(metrics, error)
                 metrics.retried(reason)
+                if trail is not None:
+                    trail.append(("retry", time.time(), {"reason": reason, "error": error.code}))
                 _discard(error)
                 retried += 1
                 cap = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2 ** (retried - 1))
@@ -123,6 +132,14 @@ async def attempt(
         )
         _count_error(metrics, error)
         metrics.fell_back(fallback.name)
+        if trail is not None:
+            trail.append(
+                (
+                    "fallback",
+                    time.time(),
+                    {"from": backend.name, "to": fallback.name, "error": error.code},
+                )
+            )
         _discard(error)
         backend, on_fallback = fallback, True
         metrics = backends[fallback.name]

@@ -21,8 +21,9 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
+from proxy.accesslog import AccessLog, Finished
 from proxy.asgi import Receive, Scope, Send
 from proxy.attempt import Failed, attempt
 from proxy.backends.base import Answer, ProxyRequest
@@ -42,18 +43,20 @@ from proxy.errors import (
 from proxy.headers import (
     RequestHead,
     client_response_headers,
+    header_value,
     only_chunked,
     read_head,
     upstream_request_headers,
 )
 from proxy.live import Live
-from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, BackendMetrics, Metrics
+from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.relay import Reply, relay
 from proxy.requestid import RequestIds
 from proxy.runtime import Runtime
 from proxy.settings import Limits
 from proxy.shadow import BodyCopy, Shadower
 from proxy.table.model import WEIGHT_SCALE
+from proxy.tracecontext import TraceContext, trace_of
 from proxy.tunnel import Tunnel
 
 #: Attributes of the sticky cookie the gateway sets (``sticky: {cookie: NAME, set: true}``):
@@ -61,6 +64,12 @@ from proxy.tunnel import Tunnel
 STICKY_COOKIE = b"; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
 
 log = logging.getLogger("strangler.gateway")
+
+
+class SpanSink(Protocol):
+    """Where a finished request's span goes (proxy/spans.py)."""
+
+    def export(self, record: Finished) -> None: ...
 
 
 class Gateway:
@@ -74,8 +83,12 @@ class Gateway:
         trusted: TrustedProxies | None = None,
         limits: Limits | None = None,
         shadower: Shadower | None = None,
+        access_log: AccessLog | None = None,
+        spans: SpanSink | None = None,
     ) -> None:
         self._runtime = runtime
+        self._access_log = access_log
+        self._spans = spans
         self._shadower = shadower or Shadower()
         self._limits = limits or Limits()
         self._trusted = trusted or TrustedProxies()
@@ -104,6 +117,9 @@ class Gateway:
         cycle = extensions.get("strangler.cycle") if extensions else None
         reply = Reply(send, request_id, cycle)
         method: str = scope["method"]
+        trace, tracestate = trace_of(headers, self._rng, self._spans is not None)
+        logged = self._access_log is not None or self._spans is not None
+        record = self._record(scope, head, request_id, trace, method) if logged else None
 
         # -- resolve --------------------------------------------------------------------------
         table = live.table
@@ -112,9 +128,16 @@ class Gateway:
             resolved = table.resolve(method, raw_path, head.host, headers)
         except GatewayError as exc:
             await reply.error(exc)
-            live.unmatched.count(method, exc.status, time.perf_counter() - started_at)
+            elapsed = time.perf_counter() - started_at
+            live.unmatched.count(method, exc.status, elapsed)
+            if record is not None:
+                record.error, record.status, record.duration = exc.code, exc.status, elapsed
+                record.bytes_out = reply.sent
+                self._finish(record)
             return
         route = resolved.route
+        if record is not None:
+            record.path, record.route = resolved.path, route.name
         state = live.state(route)
         backend, minted = route.choose(headers, self._rng)
         if minted is not None:
@@ -125,6 +148,8 @@ class Gateway:
             reply.extra_headers = [(b"set-cookie", cookie)]
         client = scope.get("client")
         forwarding = self._trusted.resolve(client[0] if client else "0.0.0.0", headers)
+        if record is not None:
+            record.client_ip = forwarding.client_ip
         version = scope.get("http_version", "1.1")
         host = resolved.host
         if host is not None:
@@ -146,6 +171,8 @@ class Gateway:
             scheme=scope.get("scheme", "http"),
             http_version=version,
             routed=table.routed_headers,
+            traceparent=trace.header,
+            tracestate=tracestate,
         )
         upgrade = cycle.upgrade if cycle is not None else None
         if upgrade is not None:
@@ -192,6 +219,8 @@ class Gateway:
         metrics = route_metrics.backends[backend.name]
         route_metrics.active += 1
         tunnelled = False
+        answered_by = backend
+        trail = record.events if record is not None else None
         try:
             if upgrade is not None and backend.spec.url is None:
                 raise Failed(
@@ -199,23 +228,28 @@ class Gateway:
                     backend,
                     metrics,
                 )
-            done = await attempt(route, state, backend, request, body, self._rng)
-            metrics = done.metrics
-            answer = done.answer
+            done = await attempt(route, state, backend, request, body, self._rng, trail)
+            metrics, answer, answered_by = done.metrics, done.answer, done.backend
+            if record is not None:
+                record.upstream = time.perf_counter() - started_at
             if answer.status == 101 and cycle is not None:
                 tunnelled = True
                 route_metrics.active -= 1
                 watch.stop()
-                await _tunnel(answer, cycle, reply, request, metrics, done.backend.name)
-            elif await relay(answer, reply, (route.name, done.backend.name), task):
+                await _tunnel(answer, cycle, reply, request, metrics, answered_by.name, record)
+            elif await relay(answer, reply, (route.name, answered_by.name), task):
                 metrics.error(ABORTED)
+                if record is not None:
+                    record.error = ABORTED
         except Failed as failed:
-            metrics = failed.metrics
+            metrics, answered_by = failed.metrics, failed.backend
             error = failed.error
             log.warning("%s %s: %s", _where(request, failed.backend.name), error.code, error.detail)
             reason = ERROR_REASONS.get(error.code)
             if reason is not None:
                 metrics.error(reason)
+            if record is not None:
+                record.error = error.code
             if not reply.started:
                 await reply.error(error)
         except ClientDisconnected:
@@ -228,14 +262,48 @@ class Gateway:
             )
         finally:
             watch.stop()
+            # ---- record -------------------------------------------------------------------------
+            elapsed = time.perf_counter() - started_at
             if not tunnelled:
                 route_metrics.active -= 1
-                # ---- record ---------------------------------------------------------------------
-                metrics.count(
-                    method, reply.status or CLIENT_CLOSED, time.perf_counter() - started_at
-                )
+                metrics.count(method, reply.status or CLIENT_CLOSED, elapsed)
             if job is not None:
                 job.finish(reply.complete)
+            if record is not None:
+                record.status, record.duration = reply.status or CLIENT_CLOSED, elapsed
+                record.backend, record.kind = answered_by.name, answered_by.kind.value
+                record.attempts = len(record.events) + 1
+                if answered_by is not backend:
+                    record.fallback = answered_by.name
+                if not tunnelled:
+                    record.bytes_in = body.received if body is not None else 0
+                    record.bytes_out = reply.sent
+                self._finish(record)
+
+    def _record(
+        self, scope: Scope, head: RequestHead, request_id: str, trace: TraceContext, method: str
+    ) -> Finished:
+        """The request's record, before it is routed (route "none" until it is)."""
+        client = scope.get("client")
+        return Finished(
+            started_at=time.time(),
+            request_id=request_id,
+            trace=trace,
+            # The peer until the route's forwarding rules say who the client is.
+            client_ip=client[0] if client else "",
+            method=method,
+            path=scope.get("path", ""),
+            route=NONE,
+            backend=NONE,
+            kind=NONE,
+            user_agent=header_value(scope["headers"], b"user-agent"),
+        )
+
+    def _finish(self, record: Finished) -> None:
+        if self._access_log is not None:
+            self._access_log.write(record)
+        if self._spans is not None:
+            self._spans.export(record)
 
     def _check(self, scope: Scope, head: RequestHead, method: str) -> bytes:
         """The raw path, once the request has passed the checks that need no table."""
@@ -269,6 +337,7 @@ async def _tunnel(
     request: ProxyRequest,
     metrics: BackendMetrics,
     backend: str,
+    record: Finished | None,
 ) -> None:
     """The backend switched protocols: its 101 to the client, then bytes both ways until the
     tunnel ends (either side closes, it stays idle, or this task is cancelled: the drain's end).
@@ -296,6 +365,8 @@ async def _tunnel(
         tunnel.end()
         answer.close(False)
         metrics.tunnel_closed()
+        if record is not None:
+            record.bytes_in, record.bytes_out = tunnel.moved
         log.info(
             "%s tunnel closed by the %s after %d bytes up, %d down",
             _where(request, backend),
@@ -372,12 +443,14 @@ class _Body:
     """The request body as it arrives, whether anyone has started reading it (then it cannot
     be sent again, to a fallback), and where a shadow's copy of it goes."""
 
-    __slots__ = ("_idle_timeout", "_receive", "copy", "started", "watch")
+    __slots__ = ("_idle_timeout", "_receive", "copy", "received", "started", "watch")
 
     def __init__(self, receive: Receive, idle_timeout: float) -> None:
         self._receive = receive
         self._idle_timeout = idle_timeout
         self.started = False
+        #: Body bytes received so far.
+        self.received = 0
         self.copy: BodyCopy | None = None
         #: Started once the body is complete, under servers that need a watching task.
         self.watch: _Watch | None = None
@@ -401,6 +474,7 @@ class _Body:
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected
             chunk: bytes = message.get("body", b"")
+            self.received += len(chunk)
             if copy is not None:
                 copy.add(chunk)
             if not message.get("more_body", False):

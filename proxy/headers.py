@@ -37,6 +37,10 @@ _REQUEST_DROP = HOP_BY_HOP | _REPLACED | {b"expect"}
 # From a peer that is not a trusted proxy, Forwarded is a claim like X-Forwarded-For.
 _UNTRUSTED_DROP = _REQUEST_DROP | {b"forwarded"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+#: The client's trace headers, replaced by the gateway's traceparent; its tracestate too when
+#: the trace is not the client's (a new one started here).
+_TRACE = frozenset({b"traceparent"})
+_TRACE_AND_STATE = frozenset({b"traceparent", b"tracestate"})
 #: Fields a ``Connection`` option may not remove from a request. RFC 9110 §7.6.1 has a sender
 #: nominate only fields meant for the next hop; these never are: what the gateway routes on,
 #: frames the body with, adds itself, or what carries the request's meaning and credentials.
@@ -135,13 +139,19 @@ def upstream_request_headers(
     scheme: str,
     http_version: str,
     routed: frozenset[bytes] = frozenset(),
+    traceparent: bytes | None = None,
+    tracestate: bool = True,
 ) -> RawHeaders:
     """The request's headers as a backend sees them: ``host`` is the Host in its normal form
     (:mod:`proxy.hosts`); ``routed`` names fields the table routes on, which a ``Connection``
-    option may not remove either."""
+    option may not remove either. ``traceparent``, when given, replaces the client's
+    (:mod:`proxy.tracecontext`), and the client's ``tracestate`` goes on only with
+    ``tracestate``."""
     drop = _REQUEST_DROP if forwarding.trusted else _UNTRUSTED_DROP
     if head.connection_tokens:
         drop = drop | (head.connection_tokens - NEVER_NOMINATED - routed)
+    if traceparent is not None:
+        drop = drop | (_TRACE if tracestate else _TRACE_AND_STATE)
     out: RawHeaders = []
     for name, value in headers:
         # Names with underscores are dropped, as NGINX does by default: CGI-style backends
@@ -162,6 +172,8 @@ def upstream_request_headers(
         out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"via", http_version.encode("latin-1") + b" " + VIA))
     out.append((b"x-request-id", request_id.encode("ascii")))
+    if traceparent is not None:
+        out.append((b"traceparent", traceparent))
     return out
 
 

@@ -13,7 +13,7 @@ import bisect
 import contextlib
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -143,6 +143,14 @@ class Metrics:
             ["route", "backend", "reason"],
             registry=registry,
         )
+        self.telemetry_dropped = Counter(
+            "strangler_telemetry_dropped",
+            "Access-log lines and spans lost because stdout or the collector did not keep up.",
+            ["signal"],
+            registry=registry,
+        )
+        #: (child, how many the source has lost since start, how many were counted).
+        self._drop_sources: list[list[Any]] = []
         self.retry_budget_exhausted = Counter(
             "strangler_retry_budget_exhausted",
             "Retries not made because the route's retry budget was spent.",
@@ -239,11 +247,23 @@ class Metrics:
                 for name in BREAKER_STATES:
                     self.breaker_state.remove(backend, name)
 
+    def count_drops(self, signal: str, lost: Callable[[], int]) -> None:
+        """Count what ``lost()`` reports lost so far (access-log lines, spans) under
+        ``strangler_telemetry_dropped_total{signal}``, read at every flush."""
+        child = self.telemetry_dropped.labels(signal)
+        self._drop_sources.append([child, lost, 0])
+
     def flush(self) -> None:
         """Add every tally taken since the last flush to the metric children."""
         for route in self.routes.values():
             route.flush()
         self.unmatched.flush()
+        for source in self._drop_sources:
+            child, lost, counted = source
+            now = lost()
+            if now > counted:
+                child.inc(now - counted)
+                source[2] = now
 
     def exposition(self) -> bytes:
         """The text exposition: this process's registry, or with workers the sum over every

@@ -39,6 +39,7 @@ class Reply:
         "complete",
         "extra_headers",
         "request_id",
+        "sent",
         "started",
         "status",
         "tap",
@@ -56,6 +57,8 @@ class Reply:
         self.complete = False
         #: The status sent to the client; 0 until the response starts.
         self.status = 0
+        #: Body bytes handed to the connection.
+        self.sent = 0
 
     async def start(self, status: int, headers: RawHeaders, body: bytes, more: bool) -> None:
         """The head (lower-case names, valid values) and the body's first piece."""
@@ -67,6 +70,7 @@ class Reply:
             tap.body(body, more)
         self.started = True
         self.status = status
+        self.sent += len(body)
         cycle = self._cycle
         if cycle is not None:
             cycle.respond(status, headers, body, more)
@@ -78,6 +82,7 @@ class Reply:
         self.complete = not more
 
     async def body(self, chunk: bytes, more: bool) -> None:
+        self.sent += len(chunk)
         if self.tap is not None:
             self.tap.body(chunk, more)
         cycle = self._cycle

@@ -15,6 +15,7 @@ DEFAULT_PORT = 8080
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ACCESS_LOG_FORMATS = ("json", "off")
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_HEAD_TIMEOUT = 10.0
@@ -44,6 +45,13 @@ class Settings:
     #: a reload through the admin API must reach the other workers too.
     metrics_dir: str | None = None
     supervised: bool = False
+    #: One JSON line per request on stdout (``json``), or none (``off``): docs/observability.md.
+    access_log: str = "json"
+    #: Where spans go (OTLP over HTTP, ``URL/v1/traces``); None: no spans are made.
+    otlp_endpoint: str | None = None
+    #: The public port's certificate chain and key (PEM files); None: plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,6 +264,8 @@ class RawUpstream:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its selector and self-pipe: fds a long run would run out of
 
     @property
     def url(self) -> str:
@@ -413,7 +415,9 @@ def free_port() -> int:
 
 
 class Process:
-    """A long-running subprocess whose output is read line by line, stopped by pid."""
+    """A long-running subprocess whose output (stdout and stderr together) is read line by
+    line as it comes, by a thread of its own, so that a process writing a lot (its access
+    log) never blocks on a full pipe; stopped by pid."""
 
     def __init__(
         self, args: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
@@ -427,19 +431,43 @@ class Process:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
+        self._read = 0  # lines wait_for_line has looked at
+        self._more = threading.Condition()
+        self._ended = False
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._more:
+                self.lines.append(line)
+                self._more.notify_all()
+        with self._more:
+            self._ended = True
+            self._more.notify_all()
 
     def wait_for_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        assert self.proc.stdout is not None
+        """The first line after those already looked at that matches ``pattern``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
+        with self._more:
+            while True:
+                while self._read < len(self.lines):
+                    line = self.lines[self._read]
+                    self._read += 1
+                    found = re.search(pattern, line)
+                    if found:
+                        return found
+                left = deadline - time.monotonic()
+                if self._ended or left <= 0:
+                    break
+                self._more.wait(left)
         raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.lines)}")
+
+    def output(self) -> str:
+        """Everything the process wrote, once it has ended."""
+        self._reader.join(10)
+        return "".join(self.lines)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:

@@ -20,6 +20,7 @@ from tests.support import (
     Exchange,
     RawClient,
     RawUpstream,
+    Recorded,
     answer,
     response,
     running_gateway,
@@ -33,13 +34,23 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a
 ALL_BYTES = bytes(range(256)) * 4
 
 
-def forwarding_headers(request_id: str, host: str = "gw") -> list[tuple[str, str]]:
+NEW_TRACE = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01\Z")
+
+
+def forwarding_headers(
+    request_id: str, host: str = "gw", *, seen: Recorded
+) -> list[tuple[str, str]]:
+    """What the gateway adds, in order; the traceparent of a new trace (the client sent none)
+    is taken from what the upstream ``seen``, once its form is checked."""
+    (traceparent,) = seen.header("traceparent")
+    assert NEW_TRACE.match(traceparent)
     return [
         ("x-forwarded-for", "127.0.0.1"),
         ("x-forwarded-proto", "http"),
         ("x-forwarded-host", host),
         ("via", "1.1 strangler"),
         ("x-request-id", request_id),
+        ("traceparent", traceparent),
     ]
 
 
@@ -52,7 +63,7 @@ def test_a_minimal_request_arrives_with_nothing_injected(proxy_to: ProxyTo) -> N
     assert UUID.match(request_id)
     assert seen.request_line == "GET /x HTTP/1.1"
     # No User-Agent, Accept, Accept-Encoding or Connection of the client library's own.
-    assert seen.headers == [("host", "gw"), *forwarding_headers(request_id)]
+    assert seen.headers == [("host", "gw"), *forwarding_headers(request_id, seen=seen)]
     assert seen.body == b""
 
 
@@ -82,7 +93,7 @@ def test_request_headers_and_body_arrive_byte_exact(proxy_to: ProxyTo) -> None:
         ("content-type", "application/octet-stream"),
         ("x-odd-value", "spaced\tvalue \xe9"),
         ("content-length", "1024"),
-        *forwarding_headers(reply.header("x-request-id")[0], host="shop.example"),
+        *forwarding_headers(reply.header("x-request-id")[0], host="shop.example", seen=seen),
     ]
 
 
@@ -281,7 +292,7 @@ def test_forwarding_headers_replace_what_the_client_claims(proxy_to: ProxyTo) ->
     assert seen.headers == [
         ("host", "gw:8080"),
         ("via", "1.1 corporate-proxy"),
-        *forwarding_headers("client-chosen-id.42", host="gw:8080"),
+        *forwarding_headers("client-chosen-id.42", host="gw:8080", seen=seen),
     ]
 
 

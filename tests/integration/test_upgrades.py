@@ -109,6 +109,8 @@ class EchoServer:
         assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set_result, None)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     @property
     def url(self) -> str:

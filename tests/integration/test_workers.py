@@ -230,8 +230,7 @@ def test_a_dead_worker_is_replaced_and_its_live_gauges_removed(
         assert samples(admin, "strangler_build_info") == {'{version="0.1.0"}': 1.0}
     finally:
         code = process.stop()
-        assert process.proc.stdout is not None
-        assert code == 0, process.proc.stdout.read()
+        assert code == 0, process.output()
 
 
 def gone(pid: int) -> bool:
@@ -352,8 +351,7 @@ def test_a_table_that_does_not_load_stops_before_any_worker_starts(tmp_path: Pat
         if process.proc.poll() is None:
             process.proc.kill()
             process.proc.wait()
-    assert process.proc.stdout is not None
-    output = process.proc.stdout.read()
+    output = process.output()
     # Every process that loads the table reports its problems: said once, only the supervisor
     # loaded it. A worker started would have said them again, and the supervisor that it
     # failed.

@@ -297,7 +297,10 @@ async def test_the_upstream_request_headers_exactly(
         (b"x-forwarded-host", b"shop.example:8080"),
         (b"via", b"1.1 strangler"),
         (b"x-request-id", b"client.id-1"),
+        # The client sent none: a new trace, sampled (proxy/tracecontext.py).
+        (b"traceparent", seen.headers["traceparent"].encode()),
     ]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", seen.headers["traceparent"])
     assert reply.headers["x-request-id"] == "client.id-1"
 
 

@@ -1,0 +1,167 @@
+"""The access log (docs/observability.md, "Access log"): one JSON line per request on stdout,
+written when its response ends (a tunnel's when it closes), and the record it is made from,
+which the span exporter reads too.
+
+A request costs one dictionary and one ``json.dumps``; the lines of one turn of the event loop
+are handed, as one piece, to a writer thread, which writes them to stdout. The event loop never
+waits on stdout: a reader that stalls (a full pipe, a slow log collector) holds the writer
+thread, not the requests, and once ``MAX_PENDING`` bytes wait, further lines are dropped and
+counted (:attr:`AccessLog.dropped`) rather than held without bound. The time is formatted once
+per second.
+Nothing in a line comes from a query string, a cookie or a credential: the path is the
+normalised one without its query, and the only header copied is ``User-Agent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.tracecontext import TraceContext
+
+log = logging.getLogger("strangler.accesslog")
+
+#: Longest User-Agent kept in a line; longer ones are cut (a header may be 64 KiB).
+MAX_USER_AGENT = 512
+#: Bytes of lines waiting for stdout before new ones are dropped.
+MAX_PENDING = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Finished:
+    """One request as it ended: what the access log writes and a span is made of."""
+
+    #: Unix time when the gateway took the request (its head read).
+    started_at: float
+    request_id: str
+    trace: TraceContext
+    client_ip: str
+    method: str
+    #: The normalised path, without the query.
+    path: str
+    route: str
+    backend: str
+    kind: str
+    user_agent: str | None
+    #: Seconds to the end of the response (a tunnel: to its close).
+    duration: float = 0.0
+    #: Seconds to the response head from the backend that answered; None without one.
+    upstream: float | None = None
+    #: The status sent; 499 when the client went away first; 101 for a tunnel.
+    status: int = 0
+    #: Body bytes received from the client and sent to it (a tunnel: relayed each way).
+    bytes_in: int = 0
+    bytes_out: int = 0
+    attempts: int = 0
+    #: The backend that answered instead of the chosen one, or None.
+    fallback: str | None = None
+    #: The gateway's error code, or None.
+    error: str | None = None
+    #: What happened on the way, for a span's events: (name, Unix time, attributes).
+    events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+
+
+class AccessLog:
+    """Writes :class:`Finished` records as JSON lines to a file descriptor (stdout)."""
+
+    def __init__(self, fd: int = 1, max_pending: int = MAX_PENDING) -> None:
+        self._fd = fd
+        self._lines: list[bytes] = []
+        self._scheduled = False
+        self._second = -1
+        self._stamp = ""
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        #: Lines dropped because stdout did not keep up (or failed).
+        self.dropped = 0
+
+    def write(self, record: Finished) -> None:
+        self._lines.append(self.line(record))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def line(self, record: Finished) -> bytes:
+        agent = record.user_agent
+        if agent is not None and len(agent) > MAX_USER_AGENT:
+            agent = agent[:MAX_USER_AGENT]
+        upstream = record.upstream
+        fields = {
+            "time": self._time(record.started_at + record.duration),
+            "request_id": record.request_id,
+            "trace_id": record.trace.trace_id,
+            "client_ip": record.client_ip,
+            "method": record.method,
+            "path": record.path,
+            "status": record.status,
+            "route": record.route,
+            "backend": record.backend,
+            "kind": record.kind,
+            "duration_ms": round(record.duration * 1000, 3),
+            "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
+            "bytes_in": record.bytes_in,
+            "bytes_out": record.bytes_out,
+            "attempts": record.attempts,
+            "fallback": record.fallback,
+            "error": record.error,
+            "user_agent": agent,
+        }
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+
+    def _time(self, at: float) -> str:
+        """RFC 3339 in UTC with milliseconds; the part down to the second made once a second."""
+        second = int(at)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((at - second) * 1000):03d}Z"
+
+    def flush(self) -> None:
+        """Hand the lines of this turn of the loop to the writer thread."""
+        self._scheduled = False
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        data = b"".join(lines)
+        with self._lock:
+            if self._pending + len(data) > self._max_pending:
+                self.dropped += len(lines)
+                return
+            self._pending += len(data)
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_all, name="access-log", daemon=True)
+            self._writer.start()
+        self._queue.put(data)
+
+    def _write_all(self) -> None:
+        """The writer thread: blocking writes to stdout, as long as it takes."""
+        while (data := self._queue.get()) is not None:
+            size, lines = len(data), data.count(b"\n")
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+            except OSError as exc:  # a closed or broken stdout must not take requests with it
+                with self._lock:
+                    self.dropped += lines
+                log.warning("access log lost %d lines: %s", lines, exc)
+            with self._lock:
+                self._pending -= size
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is waiting (for at most ``timeout`` seconds), then stop the thread."""
+        self.flush()
+        writer = self._writer
+        if writer is not None:
+            self._queue.put(None)
+            writer.join(timeout)
+            self._writer = None
