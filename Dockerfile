@@ -5,6 +5,12 @@
 # (a ConfigMap in Kubernetes, never with subPath) and edits apply live.
 # The admin port (9901) listens on all interfaces inside the container so that health checks
 # and Prometheus can reach it; publish only 8080 to the outside world.
+# TLS on 8080 (docs/deploy.md, "TLS"): mount the certificate's directory (a Kubernetes Secret,
+# never with subPath) and point the gateway at its files; they are reloaded when they change:
+#   docker run -p 8443:8080 -v "$PWD/config:/etc/strangler:ro" -v "$PWD/tls:/etc/strangler-tls:ro" \
+#     -e STRANGLER_TLS_CERT=/etc/strangler-tls/tls.crt -e STRANGLER_TLS_KEY=/etc/strangler-tls/tls.key \
+#     strangler
+# Without them the port is plain HTTP: no certificate is baked into the image.
 # tests/integration/test_image.py runs this file's ENTRYPOINT and HEALTHCHECK against the wheel
 # built here, without Docker; hadolint checks it in `make test`.
 

@@ -28,6 +28,7 @@ from proxy.offline import explain_request, load_compiled, summarise
 from proxy.routetests import run_route_tests
 from proxy.server import Drain, Listener, ServerGroup
 from proxy.settings import (
+    ACCESS_LOG_FORMATS,
     DEFAULT_ADMIN_PORT,
     DEFAULT_CONFIG,
     DEFAULT_HOST,
@@ -36,8 +37,10 @@ from proxy.settings import (
     Settings,
     env_default,
 )
+from proxy.spans import traces_url
 from proxy.status import fetch_report, format_report, format_shadow
 from proxy.table.loader import TableError
+from proxy.tls import Certificates, TLSError, load_pair
 from proxy.workers import MULTIPROC_DIR, Supervisor, WorkerSockets, watch_supervisor
 
 MONOLITH_PORT = 8081
@@ -158,7 +161,9 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "--log-level", choices=LOG_LEVELS, default=env_default("LOG_LEVEL", defaults.log_level)
     )
     parser.add_argument(
-        "--no-watch", action="store_true", help="do not watch the routing table for changes"
+        "--no-watch",
+        action="store_true",
+        help="do not watch the routing table or the TLS files for changes",
     )
     _env_flag(
         parser,
@@ -212,6 +217,25 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         "then give requests in flight at most this long",
         "SECONDS",
     )
+    parser.add_argument(
+        "--access-log",
+        choices=ACCESS_LOG_FORMATS,
+        default=env_default("ACCESS_LOG", defaults.access_log),
+        help="one JSON line per request on stdout, or none (STRANGLER_ACCESS_LOG, default "
+        "%(default)s)",
+    )
+    _env_flag(
+        parser,
+        "--otlp-endpoint",
+        str,
+        "",
+        "export a span per request over OTLP/HTTP to URL/v1/traces",
+        "URL",
+    )
+    _env_flag(
+        parser, "--tls-cert", str, "", "serve the public port over TLS: the PEM chain", "FILE"
+    )
+    _env_flag(parser, "--tls-key", str, "", "and its PEM private key", "FILE")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -234,6 +258,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         head_timeout=args.head_timeout,
         shutdown_grace=args.shutdown_grace,
         drain_timeout=args.drain_timeout,
+        access_log=args.access_log,
+        otlp_endpoint=args.otlp_endpoint or None,
+        tls_cert=args.tls_cert or None,
+        tls_key=args.tls_key or None,
     )
 
 
@@ -257,6 +285,9 @@ def _setup_logging(level: str) -> None:
         # log says what matters of the last, the rest is noise.
         for name in ("uvicorn.error", "httpx", "httpcore", "watchfiles"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # The OTLP exporter warns at every retry while a collector is down; a lost batch is
+        # still an error, and counted (strangler_telemetry_dropped_total).
+        logging.getLogger("opentelemetry").setLevel(logging.ERROR)
 
 
 def _not_loaded(config: str, exc: TableError) -> None:
@@ -289,10 +320,21 @@ def _serve(args: argparse.Namespace) -> int:
         )
     elif settings.workers > 1:
         return _supervise(args, settings)
+    try:
+        tls = _certificates(settings)
+    except TLSError as exc:
+        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
+        return 1
     application = _load(settings)
     if application is None:
         return 1
-    gateway = Listener("gateway", application.public, settings.host, settings.port)
+    gateway = Listener(
+        "gateway",
+        application.public,
+        settings.host,
+        settings.port,
+        tls=tls.listening if tls is not None else None,
+    )
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
     if inherited is not None:
         gateway.sock, admin.sock = inherited.public, inherited.admin
@@ -308,7 +350,27 @@ def _serve(args: argparse.Namespace) -> int:
             f"  admin    {admin.url}",
         ]
 
-    return _run_with_banner(group, application, banner, inherited)
+    return _run_with_banner(group, application, banner, inherited, tls)
+
+
+def _tls_files(settings: Settings) -> tuple[str, str] | None:
+    """The certificate and key files, or None for plain HTTP; TLSError when only one is
+    given."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        given, missing = ("cert", "key") if settings.tls_key is None else ("key", "cert")
+        raise TLSError(
+            f"--tls-{given} is given without --tls-{missing} (STRANGLER_TLS_CERT and "
+            "STRANGLER_TLS_KEY: both or neither)"
+        )
+    return settings.tls_cert, settings.tls_key
+
+
+def _certificates(settings: Settings) -> Certificates | None:
+    """The public port's certificates, loaded (TLSError when they do not load), or None."""
+    files = _tls_files(settings)
+    return None if files is None else Certificates(*files)
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
@@ -316,18 +378,30 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     try:
         table = load_compiled(settings.config)
         parse_networks(settings.trusted_proxies)
+        if settings.otlp_endpoint is not None:
+            traces_url(settings.otlp_endpoint)
+        files = _tls_files(settings)
+        if files is not None:
+            load_pair(*files)  # each worker loads its own; checked once here, for a clear exit
     except TableError as exc:
         _not_loaded(settings.config, exc)
+        return 1
+    except TLSError as exc:
+        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"strangler: {exc}", file=sys.stderr)
         return 1
 
     def announce(gateway: str, admin: str) -> None:
-        print(f"strangler {__version__}: table {settings.config} (version {table.version})")
-        print(f"  gateway  {gateway}")
-        print(f"  admin    {admin}")
-        print(f"  workers  {settings.workers}", flush=True)
+        # stderr: stdout carries the access log and nothing else (docs/observability.md).
+        lines = [
+            f"strangler {__version__}: table {settings.config} (version {table.version})",
+            f"  gateway  {gateway}",
+            f"  admin    {admin}",
+            f"  workers  {settings.workers}",
+        ]
+        print("\n".join(lines), file=sys.stderr, flush=True)
 
     supervisor = Supervisor(
         settings.workers,
@@ -335,6 +409,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         (settings.host, settings.port),
         (settings.admin_host, settings.admin_port),
         announce,
+        tls=files is not None,
     )
     return supervisor.run()
 
@@ -344,9 +419,10 @@ def _run_with_banner(
     application: Application,
     banner: Callable[[], list[str]],
     worker: WorkerSockets | None = None,
+    tls: Certificates | None = None,
 ) -> int:
     """Serve ``group``; print the banner once it serves, or, in a worker, tell the
-    supervisor."""
+    supervisor. ``tls``'s files are reloaded with the table (SIGHUP, watching)."""
     if any(listener.sock is None for listener in group.listeners):
         try:
             group.bind()
@@ -358,13 +434,20 @@ def _run_with_banner(
         if worker is not None:
             worker.report_ready()
             return
-        for line in banner():
-            print(line, flush=True)
+        # stderr: stdout carries the access log and nothing else (docs/observability.md).
+        print("\n".join(banner()), file=sys.stderr, flush=True)
+
+    def reload_on_hangup() -> None:
+        application.request_reload("SIGHUP")
+        if tls is not None:
+            tls.reload("SIGHUP")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        # SIGHUP reloads the table (by default it would end the process).
-        loop.add_signal_handler(signal.SIGHUP, application.request_reload, "SIGHUP")
+        # SIGHUP reloads the table and the TLS files (by default it would end the process).
+        loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
+        if tls is not None and application.settings.watch:
+            tls.start()
         watchdog = None
         if worker is not None:
             watchdog = loop.create_task(watch_supervisor(lambda: group.begin_drain(0.0)))
@@ -375,6 +458,8 @@ def _run_with_banner(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if tls is not None:
+                await tls.aclose()
             await application.aclose()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -452,11 +537,22 @@ def _demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
+    try:
+        tls = _certificates(settings)
+    except TLSError as exc:
+        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
+        return 1
     application = _load(settings)
     if application is None:
         return 1
     monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port, plain=True)
-    gateway = Listener("gateway", application.public, settings.host, settings.port)
+    gateway = Listener(
+        "gateway",
+        application.public,
+        settings.host,
+        settings.port,
+        tls=tls.listening if tls is not None else None,
+    )
     admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
     group = ServerGroup(
         [monolith, gateway, admin],
@@ -479,4 +575,4 @@ def _demo(args: argparse.Namespace) -> int:
             "  Ctrl-C stops everything.",
         ]
 
-    return _run_with_banner(group, application, banner)
+    return _run_with_banner(group, application, banner, tls=tls)

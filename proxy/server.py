@@ -2,7 +2,8 @@
 
 The gateway serves its public port and its admin port from one process; the demo adds the stub
 monolith. Sockets are bound here, before serving, so a port in use is reported plainly and
-port 0 can be used (the actual port is then known to the caller).
+port 0 can be used (the actual port is then known to the caller). A listener given a TLS
+context serves over TLS with it (proxy/tls.py makes and rotates it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
@@ -54,6 +56,8 @@ class Listener:
     #: Served by uvicorn's own protocols, WebSockets included, rather than the gateway's: an
     #: ordinary application (the demo's monolith), not a proxy.
     plain: bool = False
+    #: Served over TLS with this context (proxy/tls.py), fixed for the listener's life.
+    tls: ssl.SSLContext | None = None
 
     @property
     def bound_port(self) -> int:
@@ -63,16 +67,20 @@ class Listener:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.bound_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.bound_port}"
 
 
 def server_config(
-    app: ASGIApp, drain_timeout: float, guard: HeadGuard | None = None
+    app: ASGIApp,
+    drain_timeout: float,
+    guard: HeadGuard | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Config:
     """uvicorn settings for a proxy: the gateway's own HTTP/1.1 protocol
     (:mod:`proxy.connection`), nothing added to responses (no Server or Date header), client
-    addresses never rewritten from headers."""
-    return uvicorn.Config(
+    addresses never rewritten from headers; over TLS with ``tls`` when given."""
+    config = uvicorn.Config(
         app,
         http=connection_class(guard or HeadGuard()),
         ws="none",
@@ -84,6 +92,14 @@ def server_config(
         log_config=None,
         timeout_graceful_shutdown=max(1, math.ceil(drain_timeout)),
     )
+    if tls is not None:
+        # uvicorn hands `config.ssl` to loop.create_server, and sets it when it loads the
+        # config: loaded now, the context made whole by proxy/tls.py (ALPN included) replaces
+        # uvicorn's none. (uvicorn 0.47 added `ssl_context_factory` for this; older releases,
+        # which the project supports, have only this way.)
+        config.load()
+        config.ssl = tls
+    return config
 
 
 def plain_config(app: ASGIApp, drain_timeout: float) -> uvicorn.Config:
@@ -158,7 +174,7 @@ class ServerGroup:
             _Server(
                 plain_config(listener.app, self.drain.timeout)
                 if listener.plain
-                else server_config(listener.app, self.drain.timeout, self.guard)
+                else server_config(listener.app, self.drain.timeout, self.guard, listener.tls)
             )
             for listener in self.listeners
         ]

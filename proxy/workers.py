@@ -1,10 +1,10 @@
 """``serve --workers N``: a supervisor process and N worker processes on shared sockets.
 
-The supervisor validates the table, binds the public and admin sockets once, and starts each
-worker as a fresh ``strangler serve`` that inherits both sockets (the kernel spreads
-connections between them). It prints the banner when every worker is serving, forwards SIGTERM,
-SIGINT and SIGHUP to all of them, restarts a worker that dies, and exits when they have all
-drained.
+The supervisor validates the table (and the TLS pair), binds the public and admin sockets
+once, and starts each worker as a fresh ``strangler serve`` that inherits both sockets (the
+kernel spreads connections between them); each worker makes its own TLS context from the files.
+It prints the banner when every worker is serving, forwards SIGTERM, SIGINT and SIGHUP to all
+of them, restarts a worker that dies, and exits when they have all drained.
 
 Metrics use Prometheus's multiprocess mode: each worker writes its values to files in a
 directory the supervisor owns (``PROMETHEUS_MULTIPROC_DIR``), and whichever worker answers a
@@ -97,6 +97,7 @@ class Supervisor:
         public: tuple[str, int],
         admin: tuple[str, int],
         announce: Callable[[str, str], None],
+        tls: bool = False,
     ) -> None:
         self.count = count
         # The worker's command: this same `serve`, one process, whatever the flags said.
@@ -104,6 +105,8 @@ class Supervisor:
         self._public_address = public
         self._admin_address = admin
         self._announce = announce
+        #: The public port is served over TLS (by each worker, from the files): its URL says so.
+        self._public_scheme = "https" if tls else "http"
         self._workers: dict[int, _Worker] = {}
         self._signals: list[int] = []
         self._stopping = False
@@ -126,7 +129,7 @@ class Supervisor:
                 self._forward(signal.SIGTERM)
                 self._reap_all(directory)
                 return 1
-            self._announce(_url(public), _url(admin))
+            self._announce(_url(public, self._public_scheme), _url(admin))
             return self._supervise(public, admin, directory)
         finally:
             public.close()
@@ -246,7 +249,7 @@ def _mark_dead(pid: int, directory: str) -> None:
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"

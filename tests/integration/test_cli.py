@@ -290,16 +290,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monolith: str) -> No
         "STRANGLER_SHUTDOWN_GRACE": "0",
         "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.Popen(
-        [*STRANGLER, "serve"],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    process = Process.__new__(Process)
-    process.proc, process.lines = proc, []
+    process = Process([*STRANGLER, "serve"], cwd=tmp_path, env=env)
     try:
         line = process.wait_for_line(r"table (\S+) \(version")
         assert line.group(1) == str(config)
