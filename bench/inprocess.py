@@ -7,7 +7,7 @@ the response is framed for the client. Only the sockets are gone, so the figure 
 strangler costs per request in Python, repeatable to within a few percent on a busy machine
 (wrk's figures there move by a quarter). ``make bench`` measures the real thing.
 
-    .venv/bin/python bench/inprocess.py [REQUESTS] [PATH]
+    .venv/bin/python bench/inprocess.py [REQUESTS] [PATH] [json|off] > /dev/null
 """
 
 from __future__ import annotations
@@ -78,11 +78,11 @@ class _Pipe(asyncio.Transport):
         pass
 
 
-async def main(count: int, path: str) -> None:
+async def main(count: int, path: str, access_log: str) -> None:
     loop = asyncio.get_running_loop()
     directory = Path(tempfile.mkdtemp(prefix="strangler-inprocess-"))
     table = strangler_table(directory, "http://127.0.0.1:9")
-    application = create_app(Settings(config=str(table), watch=False))
+    application = create_app(Settings(config=str(table), watch=False, access_log=access_log))
 
     async def connect(self: Any, origin: Any, limit: Any) -> Any:
         connection = upstream_transport._Connection(origin, loop)
@@ -120,9 +120,11 @@ async def main(count: int, path: str) -> None:
     protocol.data_received(request)
     await done.wait()
     elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+    # stderr: stdout is the access log's (send it to /dev/null or a file).
     print(
-        f"{count} requests to {path}: {used / count * 1e6:.1f} µs CPU per request "
-        f"({count / elapsed:,.0f} requests/s on one core, no kernel)"
+        f"{count} requests to {path}, access log {access_log}: {used / count * 1e6:.1f} µs CPU "
+        f"per request ({count / elapsed:,.0f} requests/s on one core, no kernel)",
+        file=sys.stderr,
     )
     await application.aclose()
 
@@ -130,4 +132,5 @@ async def main(count: int, path: str) -> None:
 if __name__ == "__main__":
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
     target = sys.argv[2] if len(sys.argv) > 2 else "/api/catalog/items"
-    uvloop.run(main(requests, target))
+    log_format = sys.argv[3] if len(sys.argv) > 3 else "json"
+    uvloop.run(main(requests, target, log_format))

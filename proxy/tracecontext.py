@@ -4,7 +4,8 @@ reading a request's ``traceparent``, and the one the backend gets.
 A valid ``traceparent`` keeps its trace: without spans of the gateway's own it is forwarded
 unchanged, with them (``--otlp-endpoint``) it is forwarded naming the gateway's span as the
 parent. A missing or invalid one (any malformed form, an all-zero id, version ``ff``, more than
-one header) starts a new trace here, sampled, and the ``tracestate`` that came with it is
+one header) starts a new trace here, sampled (so that a backend's parent-based tracer records
+its part), and the ``tracestate`` that came with it is
 dropped, as the specification asks: it belonged to a trace that is not continued.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.asgi import RawHeaders
 
@@ -21,13 +22,10 @@ _V00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _LATER = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?\Z", re.S)
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
-#: A new trace is sampled: a backend's tracer, parent-based, then records its part.
-SAMPLED = b"01"
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    """A request's place in a trace."""
+class TraceContext(NamedTuple):
+    """A request's place in a trace (a tuple: made once per request, cheaply)."""
 
     #: 32 lower-case hex digits.
     trace_id: str
@@ -78,15 +76,13 @@ def trace_of(headers: RawHeaders, rng: random.Random, own_span: bool) -> tuple[T
     found = found.strip(b" \t") if found is not None and count == 1 else b""
     parsed = parse_traceparent(found) if found else None
     if parsed is None:
-        trace_id = b"%032x" % rng.getrandbits(128)
-        span_id = b"%016x" % rng.getrandbits(64)
-        header = b"00-" + trace_id + b"-" + span_id + b"-" + SAMPLED
-        return TraceContext(trace_id.decode(), None, span_id.decode(), "01", header), False
-    trace_id, parent_id, flags, current = parsed
-    span_id = b"%016x" % rng.getrandbits(64) if own_span else parent_id
+        trace_id = f"{rng.getrandbits(128):032x}"
+        span_id = f"{rng.getrandbits(64):016x}"
+        header = f"00-{trace_id}-{span_id}-01".encode()
+        return TraceContext(trace_id, None, span_id, "01", header), False
+    trace, parent, flags, current = parsed
+    own = b"%016x" % rng.getrandbits(64) if own_span else parent
     # Passed on as it came when nothing changes; else as version 00, the one understood here.
-    header = found if current and not own_span else b"00-%b-%b-%b" % (trace_id, span_id, flags)
-    context = TraceContext(
-        trace_id.decode(), parent_id.decode(), span_id.decode(), flags.decode(), header
-    )
+    header = found if current and not own_span else b"00-%b-%b-%b" % (trace, own, flags)
+    context = TraceContext(trace.decode(), parent.decode(), own.decode(), flags.decode(), header)
     return context, True

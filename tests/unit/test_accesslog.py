@@ -90,18 +90,34 @@ def test_the_time_is_made_once_a_second_and_carries_milliseconds() -> None:
     assert log._time(1_764_603_001.5004) == "2025-12-01T15:30:01.500Z"
 
 
-async def test_the_lines_of_one_turn_of_the_loop_go_out_in_one_write() -> None:
+async def test_lines_wait_a_tenth_of_a_second_or_64_kib_then_go_out_together() -> None:
     read, write = os.pipe()
     log = AccessLog(write)
+
+    def received(count: int) -> list[bytes]:
+        data = b""
+        while data.count(b"\n") < count:
+            data += os.read(read, 1 << 20)
+        return data.splitlines()
+
     try:
         for number in range(3):
             log.write(record(request_id=f"rid-{number}"))
         await asyncio.sleep(0)
-        log.close()
-        lines = os.read(read, 65536).splitlines()
-        assert [json.loads(line)["request_id"] for line in lines] == ["rid-0", "rid-1", "rid-2"]
+        assert len(log._lines) == 3  # the writer is woken a few times a second, not per line
+        await asyncio.sleep(0.15)
+        assert log._lines == []
+        ids = [json.loads(line)["request_id"] for line in received(3)]
+        assert ids == ["rid-0", "rid-1", "rid-2"]
+        # 64 KiB waiting are handed over at once, without waiting for the timer.
+        many = 64 * 1024 // len(log.line(record())) + 1
+        for _ in range(many):
+            log.write(record())
+        assert log._lines == []
+        assert len(received(many)) == many
         assert log.dropped == 0
     finally:
+        log.close()
         os.close(read)
         os.close(write)
 
@@ -114,6 +130,7 @@ async def test_a_stalled_stdout_never_blocks_and_drops_past_its_bound() -> None:
         for _ in range(4000):  # ~1.3 MB of lines: more than the pipe and the bound together
             log.write(record())
             await asyncio.sleep(0)  # each turn of the loop returns at once
+        log.flush()  # what the timer would hand over a tenth of a second later
         assert log.dropped > 0
         kept = 4000 - log.dropped
         # What was not dropped is written whole once the reader reads.
