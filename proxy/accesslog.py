@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ MAX_PENDING = 8 * 1024 * 1024
 #: Lines go to the writer after this long, or once this many bytes wait, whichever is first.
 FLUSH_SECONDS = 0.1
 FLUSH_BYTES = 64 * 1024
+#: What a pipe writes whole, never interleaved with another writer's bytes (POSIX PIPE_BUF).
+_ATOMIC = select.PIPE_BUF
 
 _string = json.encoder.encode_basestring_ascii
 
@@ -166,13 +169,24 @@ class AccessLog:
         self._queue.put(data)
 
     def _write_all(self) -> None:
-        """The writer thread: blocking writes to stdout, as long as it takes."""
+        """The writer thread: blocking writes to stdout, as long as it takes. Each write is
+        whole lines of at most PIPE_BUF bytes where it can be, which a pipe takes whole: the
+        lines of ``--workers`` sharing one stdout never interleave (a line longer than that,
+        a path of kilobytes, goes alone)."""
         while (data := self._queue.get()) is not None:
-            size, lines = len(data), data.count(b"\n")
+            size = len(data)
+            start = 0
             try:
-                while data:
-                    data = data[os.write(self._fd, data) :]
+                while start < size:
+                    end = data.rfind(b"\n", start, start + _ATOMIC) + 1
+                    if end <= start:  # one line longer than a pipe takes at once
+                        end = data.index(b"\n", start) + 1
+                    piece = memoryview(data)[start:end]
+                    while piece:
+                        piece = piece[os.write(self._fd, piece) :]
+                    start = end
             except OSError as exc:  # a closed or broken stdout must not take requests with it
+                lines = data.count(b"\n", start)
                 with self._lock:
                     self.dropped += lines
                 log.warning("access log lost %d lines: %s", lines, exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 
 import pytest
 
@@ -157,3 +158,32 @@ async def test_a_closed_stdout_loses_lines_not_requests(caplog: pytest.LogCaptur
         os.close(write)
     assert "access log lost 1 lines" in caplog.text
     assert log.dropped == 1
+
+
+async def test_writes_are_whole_lines_a_pipe_takes_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --workers share one stdout: a write of at most PIPE_BUF bytes is never interleaved.
+    read, write = os.pipe()
+    sizes: list[bytes] = []
+    real = os.write
+
+    def recording(fd: int, data: bytes) -> int:
+        sizes.append(bytes(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", recording)
+    log = AccessLog(write)
+    try:
+        long_path = "/" + "p" * 6000  # a line longer than PIPE_BUF goes alone
+        for number in range(40):
+            log.write(record(path=long_path if number == 20 else "/short"))
+        log.close()
+        assert all(piece.endswith(b"\n") for piece in sizes)
+        assert [len(piece) > select.PIPE_BUF for piece in sizes].count(True) == 1
+        assert max(len(p) for p in sizes if b"ppppp" not in p) <= select.PIPE_BUF
+        data = b""
+        while data.count(b"\n") < 40:
+            data += os.read(read, 1 << 20)
+        assert b"".join(sizes) == data
+    finally:
+        os.close(read)
+        os.close(write)
