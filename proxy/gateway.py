@@ -174,6 +174,12 @@ class Gateway:
             traceparent=trace.header,
             tracestate=tracestate,
         )
+        target_path = None
+        if route.rewrite is not None:
+            target_path, replaced = route.rewrite.apply(resolved.path, resolved.captures)
+            if replaced is not None:
+                # What was replaced, so that the backend can build links to itself.
+                upstream_headers.append((b"x-forwarded-prefix", replaced.encode("ascii")))
         upgrade = cycle.upgrade if cycle is not None else None
         if upgrade is not None:
             # The two hop-by-hop fields that pass, and only for a WebSocket handshake.
@@ -195,6 +201,7 @@ class Gateway:
             task=task,
             upgrade=upgrade,
             empty_query=cycle is not None and cycle.empty_query,
+            target_path=target_path,
             timeout=spec.timeout,
             idle_timeout=spec.idle_timeout,
         )

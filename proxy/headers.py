@@ -29,7 +29,13 @@ HOP_BY_HOP = frozenset(
 )
 # Replaced by the gateway's own values; what a client sends in them is not trusted.
 _REPLACED = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"x-request-id",
+    }
 )
 # The gateway answers "Expect: 100-continue" itself (the server sends the 100 when the body is
 # first read), so passing it on would make the backend send a second interim response.

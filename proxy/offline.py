@@ -79,6 +79,10 @@ def explain_request(
         if winner.captures:
             captured = ", ".join(f"{k}={v}" for k, v in winner.captures.items())
             lines.append(f"captures  {captured}")
+        if route.rewrite is not None:
+            rewritten, replaced = route.rewrite.apply(path, winner.captures or {})
+            told = f"; X-Forwarded-Prefix: {replaced}" if replaced else ""
+            lines.append(f"rewrite   {rewritten}   (what url backends receive{told})")
         for backend, weight in route.backends:
             share = f"{weight * 100 / WEIGHT_SCALE:g}%"
             lines.append(f"backend   {backend.name} ({backend.kind.value}) {share}")

@@ -26,6 +26,7 @@ from proxy.headers import cookie_value, header_value
 from proxy.hosts import BadHost, Host, host_matches, parse_host
 from proxy.jsondiff import PathPatterns
 from proxy.matching import BadPath, Pattern, compile_pattern, match_segments, normalise_path
+from proxy.rewrite import Rewrite, compile_rewrite
 from proxy.splitting import Choice, Split
 from proxy.table import model
 from proxy.table.loader import TableError
@@ -112,6 +113,8 @@ class CompiledRoute:
     #: Either kind: a response with one of these is held back while it may be replaced.
     held_statuses: frozenset[int] = frozenset()
     shadow: CompiledShadow | None = None
+    #: What url backends get as the path instead of the normalised one (proxy/rewrite.py).
+    rewrite: Rewrite | None = None
 
     @property
     def name(self) -> str:
@@ -322,10 +325,12 @@ def _compile_route(route: model.Route, slot: int, backends: dict[str, Backend]) 
         shadow = CompiledShadow(
             route.shadow, backends[route.shadow.backend], PathPatterns(route.shadow.ignore)
         )
+    pattern = compile_pattern(match.path)
+    rewrite = route.rewrite
     return CompiledRoute(
         spec=route,
         slot=slot,
-        pattern=compile_pattern(match.path),
+        pattern=pattern,
         methods=match.methods,
         host=match.host,
         headers=tuple((n.encode("latin-1"), v.encode("utf-8")) for n, v in match.headers),
@@ -342,6 +347,7 @@ def _compile_route(route: model.Route, slot: int, backends: dict[str, Backend]) 
         retry_statuses=retry_statuses,
         held_statuses=fallback_statuses | retry_statuses,
         shadow=shadow,
+        rewrite=compile_rewrite(pattern, rewrite.prefix, rewrite.path) if rewrite else None,
     )
 
 

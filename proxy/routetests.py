@@ -1,5 +1,5 @@
-"""Route tests (docs/reference.md, "Route tests"): a YAML list of requests and the route and
-backend each must get, checked against a compiled table without serving it
+"""Route tests (docs/reference.md, "Route tests"): a YAML list of requests and the route,
+backend and path each must get, checked against a compiled table without serving it
 (``strangler check --tests``).
 
 ```yaml
@@ -7,7 +7,12 @@ backend each must get, checked against a compiled table without serving it
   expect: { route: auth, backend: auth }
 - request: { method: GET, path: /products, headers: { Cookie: "session_id=u-42" } }
   expect: { route: catalog, backend: catalog }
+- request: { method: GET, path: "/api/v1/orders/42?x=1" }
+  expect: { route: orders-v1, path: /orders/42 }
 ```
+
+``path`` is what a url backend gets as the path after the route's ``rewrite`` (before the
+backend's own base path, without the query).
 
 ``route: none`` expects no route to match (or the path to be refused). A backend can only be
 expected where it is certain: a route with one live backend, or a sticky split given its key.
@@ -25,7 +30,7 @@ from proxy.table.yamlnodes import NodeReader, Problem
 
 _CASE_KEYS = frozenset({"request", "expect"})
 _REQUEST_KEYS = frozenset({"method", "path", "host", "headers"})
-_EXPECT_KEYS = frozenset({"route", "backend"})
+_EXPECT_KEYS = frozenset({"route", "backend", "path"})
 
 
 def run_route_tests(table: CompiledTable, path: str) -> tuple[int, list[Problem]]:
@@ -78,19 +83,22 @@ def _run_case(reader: NodeReader, table: CompiledTable, number: int, node: Node)
     if fields.get("host"):
         headers.append((b"host", str(fields["host"]).encode("latin-1")))
     label = f"case {number} ({method} {raw_path})"
-    got_route, got_backend, why = _decide(table, method, raw_path, headers)
+    got_route, got_backend, got_path, why = _decide(table, method, raw_path, headers)
     if "route" in wanted and wanted["route"] != got_route:
         return f"{label}: expected route {wanted['route']}, got {got_route}{why}"
     if "backend" in wanted and wanted["backend"] != got_backend:
         return f"{label}: expected backend {wanted['backend']}, got {got_backend}{why}"
+    if "path" in wanted and wanted["path"] != got_path:
+        return f"{label}: expected path {wanted['path']}, got {got_path}{why}"
     return None
 
 
 def _decide(
     table: CompiledTable, method: str, raw_path: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[str, str, str]:
-    """The route and backend the gateway would give the request (its own resolution), and
-    why, when that is not plain: a refused request has route and backend ``none``."""
+) -> tuple[str, str, str, str]:
+    """The route, backend and path (rewritten, before a url backend's base path, without the
+    query) the gateway would give the request (its own resolution), and why, when that is not
+    plain: a refused request has route, backend and path ``none``."""
     host = header_value(headers, b"host")
     try:
         resolved = table.resolve(
@@ -100,12 +108,15 @@ def _decide(
             headers,
         )
     except NoRoute:
-        return "none", "none", ""
+        return "none", "none", "none", ""
     except BadRequest as exc:
-        return "none", "none", f" (400: {exc.message})"
+        return "none", "none", "none", f" (400: {exc.message})"
     route = resolved.route
+    path = resolved.path
+    if route.rewrite is not None:
+        path = route.rewrite.apply(path, resolved.captures)[0]
     backend = route.chosen_for(headers)
     if backend is not None:
-        return route.name, backend.name, ""
+        return route.name, backend.name, path, ""
     live = ", ".join(b.name for b, weight in route.backends if weight > 0)
-    return route.name, f"one of {live} at random", " (send the sticky key to pin it)"
+    return route.name, f"one of {live} at random", path, " (send the sticky key to pin it)"

@@ -52,6 +52,9 @@ class ProxyRequest:
     upgrade: bytes | None = None
     #: The client's target ended in a "?" with no query after it (forwarded as sent).
     empty_query: bool = False
+    #: The path url backends get when the route rewrites it (``path`` stays the client's,
+    #: which function backends see as ``rawPath``).
+    target_path: str | None = None
     #: The route's own ``timeout`` and ``idle_timeout``; None: the backend's.
     timeout: float | None = None
     idle_timeout: float | None = None

@@ -106,7 +106,7 @@ class HttpBackend:
             headers = [(b"host", self._default_host), *headers]
         outgoing = Outgoing(
             request.method,
-            self.target(request.path, request.query, request.empty_query),
+            self.target(request.target_path or request.path, request.query, request.empty_query),
             headers,
             request.body,
             request.body is None and request.method in IDEMPOTENT_METHODS,

@@ -131,6 +131,16 @@ IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE", "TRACE"}
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """What a route's url backends get as the path (docs/routing.md, "Rewriting paths"):
+    exactly one of ``prefix`` (the route's literal prefix replaced) and ``path`` (a template
+    of the route's captures)."""
+
+    prefix: str | None
+    path: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Shadow:
     """Mirror a share of a route's requests to ``backend`` and compare the answers."""
 
@@ -173,6 +183,7 @@ class Route:
     #: the backend's.
     timeout: float | None = None
     idle_timeout: float | None = None
+    rewrite: Rewrite | None = None
 
 
 @dataclass(frozen=True, slots=True)

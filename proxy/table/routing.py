@@ -10,10 +10,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from proxy.hosts import table_host
 from proxy.matching import compile_pattern
+from proxy.rewrite import compile_rewrite
 from proxy.table import fields, values
 from proxy.table.backends import IDLE_TIMEOUT, MAX_TIMEOUT
 from proxy.table.fields import Field, Values
-from proxy.table.model import WEIGHT_SCALE, Backend, Match, Route, Sticky
+from proxy.table.model import WEIGHT_SCALE, Backend, Match, Rewrite, Route, Sticky
 from proxy.table.resilience import read_fallback, read_retries
 from proxy.table.shadowing import read_shadow
 from proxy.table.values import NAME
@@ -81,6 +82,24 @@ def _token(reader: NodeReader, where: str, node: Node, field: Field[str]) -> str
     return name
 
 
+def _read_rewrite(
+    reader: NodeReader, where: str, node: Node, field: Field[Rewrite]
+) -> Rewrite | None:
+    got = fields.read(reader, where, node, REWRITE_FIELDS)
+    if got is None:
+        return None
+    given = [key for key in REWRITE_FIELDS if key in got]
+    if len(given) != 1:
+        reader.error(node, f"{where}: exactly one of prefix, path is required")
+        return None
+    value = got.get(given[0])
+    if value is None:
+        return None
+    if given[0] is _REWRITE_PREFIX:
+        return Rewrite(prefix=value, path=None)
+    return Rewrite(prefix=None, path=value)
+
+
 def _read_match(reader: NodeReader, where: str, node: Node, field: Field[Match]) -> Match | None:
     got = fields.read(reader, where, node, MATCH_FIELDS)
     path = None if got is None else got.get(_MATCH_PATH)
@@ -116,6 +135,10 @@ _MATCH_HOST = Field("host", _host)
 _MATCH_HEADERS: Field[tuple[tuple[str, str], ...]] = Field("headers", _headers, default=())
 MATCH_FIELDS = (_MATCH_PATH, _MATCH_METHODS, _MATCH_HOST, _MATCH_HEADERS)
 
+_REWRITE_PREFIX = Field("prefix", fields.string)
+_REWRITE_PATH = Field("path", fields.string)
+REWRITE_FIELDS = (_REWRITE_PREFIX, _REWRITE_PATH)
+
 _STICKY_COOKIE = Field("cookie", _token)
 _STICKY_HEADER = Field("header", _token)
 _STICKY_SET = Field("set", fields.boolean, default=False)
@@ -132,6 +155,7 @@ _ROUTE_SHADOW = Field("shadow", fields.node)
 #: A route's own timeouts win over its backends' (no default: the backend's then).
 _ROUTE_TIMEOUT = Field("timeout", fields.duration, minimum=0, maximum=MAX_TIMEOUT)
 _ROUTE_IDLE_TIMEOUT = IDLE_TIMEOUT
+_ROUTE_REWRITE = Field("rewrite", _read_rewrite)
 #: The keys read once the route's name is known, which then names the route in messages.
 _ROUTE_BODY = (
     _ROUTE_MATCH,
@@ -143,6 +167,7 @@ _ROUTE_BODY = (
     _ROUTE_SHADOW,
     _ROUTE_TIMEOUT,
     _ROUTE_IDLE_TIMEOUT,
+    _ROUTE_REWRITE,
 )
 ROUTE_FIELDS = (_ROUTE_NAME, *_ROUTE_BODY)
 
@@ -209,6 +234,17 @@ def _read_route(
     if shadow_node is not None:
         shadow = read_shadow(reader, f"{where}.shadow", shadow_node, backends)
     match = got.get(_ROUTE_MATCH)
+    rewrite = got.get(_ROUTE_REWRITE)
+    if rewrite is not None and match is not None:
+        try:
+            compile_rewrite(compile_pattern(match.path), rewrite.prefix, rewrite.path)
+        except ValueError as exc:
+            key = "prefix" if rewrite.prefix is not None else "path"
+            text = rewrite.prefix if rewrite.prefix is not None else rewrite.path
+            reader.error(
+                got.node(_ROUTE_REWRITE) or node, f"{where}.rewrite.{key}: {text!r}: {exc}"
+            )
+            rewrite = None
     if name is None or match is None or split is None:
         return None
     return Route(
@@ -224,6 +260,7 @@ def _read_route(
         shadow,
         timeout=got.get(_ROUTE_TIMEOUT),
         idle_timeout=got.get(_ROUTE_IDLE_TIMEOUT),
+        rewrite=rewrite,
     )
 
 

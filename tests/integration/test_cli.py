@@ -135,13 +135,28 @@ def test_explain_names_the_route_the_backend_and_the_losers() -> None:
         "captures  id=featured",
     ]
     assert "backend   catalog (new) 100%" in lines
-    assert lines[-5:] == [
-        "   1. order-events     /orders/events  no: path does not match",
-        "   2. product-detail   /products/{id}  chosen",
-        "   3. partner-api      /api            no: path does not match",
-        "   4. catalog          /products       no: matches, but a more specific route comes first",
-        "   5. everything-else  /               no: matches, but a more specific route comes first",
+    assert lines[-7:] == [
+        "   1. orders-v1        /api/v1/orders/{id}  no: path does not match",
+        "   2. shop-catalog     /shop/catalog        no: path does not match",
+        "   3. order-events     /orders/events       no: path does not match",
+        "   4. product-detail   /products/{id}       chosen",
+        "   5. partner-api      /api                 no: path does not match",
+        "   6. catalog          /products            no: matches, but a more specific route "
+        "comes first",
+        "   7. everything-else  /                    no: matches, but a more specific route "
+        "comes first",
     ]
+
+
+def test_explain_shows_the_rewritten_path() -> None:
+    result = run("explain", "-c", "config/routes.example.yaml", "GET", "/shop/catalog/7?x=1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "rewrite   /v2/items/7   (what url backends receive; X-Forwarded-Prefix: /shop/catalog)"
+        in result.stdout.splitlines()
+    )
+    result = run("explain", "-c", "config/routes.example.yaml", "GET", "/api/v1/orders/42")
+    assert "rewrite   /orders/42   (what url backends receive)" in result.stdout.splitlines()
 
 
 def test_explain_shows_splits_hosts_and_headers() -> None:
@@ -404,6 +419,10 @@ def test_route_tests_report_each_failure_with_its_location(tmp_path: Path) -> No
         "  expect: {backend: monolith}\n"
         "- request: {method: GET, path: '/x%2Fy'}\n"
         "  expect: {route: none}\n"
+        "- request: {method: GET, path: '/api/v1/orders/42?x=1'}\n"
+        "  expect: {route: orders-v1, path: /orders/42}\n"
+        "- request: {method: GET, path: '/shop/catalog/./7'}\n"
+        "  expect: {path: /shop/catalog/7}\n"
     )
     result = run("check", "-c", "config/routes.example.yaml", "--tests", str(cases))
     assert result.returncode == 1
@@ -419,13 +438,19 @@ def test_route_tests_report_each_failure_with_its_location(tmp_path: Path) -> No
         f"{cases}:7:3: case 4 (GET /products): expected backend monolith, got one of catalog, "
         "monolith at random (send the sticky key to pin it)"
     )
-    assert lines[4] == f"{cases}: 3 of 5 route tests failed"
+    # The rewritten path is what a url backend gets: the second path case expected the
+    # client's.
+    assert lines[4] == (
+        f"{cases}:13:3: case 7 (GET /shop/catalog/./7): expected path /shop/catalog/7, "
+        "got /v2/items/7"
+    )
+    assert lines[5] == f"{cases}: 4 of 7 route tests failed"
     cases.write_text("- request: {method: GET}\n  expect: {rout: x}\n")
     malformed = run("check", "-c", "config/routes.yaml", "--tests", str(cases))
     assert malformed.returncode == 1
     assert malformed.stdout.splitlines()[1:] == [
         f"{cases}:1:3: tests[0].request: missing required key 'path'",
-        f"{cases}:2:12: tests[0].expect: unknown key 'rout' (allowed: backend, route)",
+        f"{cases}:2:12: tests[0].expect: unknown key 'rout' (allowed: backend, path, route)",
         f"{cases}: not a valid route test file (2 problems)",
     ]
 

@@ -123,6 +123,7 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
             ("fallback", resilience.FALLBACK_FIELDS),
             ("retries", resilience.RETRIES_FIELDS),
             ("shadow", shadowing.SHADOW_FIELDS),
+            ("rewrite", routing.REWRITE_FIELDS),
         ):
             yield from found(f"routes[*].{key}", table, _child(route, key))
         retries = _child(route, "retries")

@@ -759,3 +759,41 @@ def test_read_yaml_file_names_the_file(tmp_path: Path) -> None:
     assert [str(p) for p in caught.value.problems] == [
         f"{tmp_path / 'nope.yaml'}:1:1: cannot read: No such file or directory"
     ]
+
+
+def test_a_rewrite_is_read_and_checked_against_the_routes_path() -> None:
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends: {m: {url: "http://m"}}
+            routes:
+              - {name: p, match: {path: /shop}, backend: m, rewrite: {prefix: /v2}}
+              - {name: t, match: {path: "/o/{id}"}, backend: m, rewrite: {path: "/orders/{id}"}}
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    p, t = table.routes
+    assert (p.rewrite.prefix, p.rewrite.path) == ("/v2", None)  # type: ignore[union-attr]
+    assert (t.rewrite.prefix, t.rewrite.path) == (None, "/orders/{id}")  # type: ignore[union-attr]
+    assert problems(
+        """\
+        version: 1
+        backends: {m: {url: "http://m"}}
+        routes:
+          - {name: a, match: {path: "/o/{id}"}, backend: m, rewrite: {prefix: /v2}}
+          - {name: b, match: {path: "/o/{id}"}, backend: m, rewrite: {path: "/x/{nope}"}}
+          - {name: c, match: {path: /c}, backend: m, rewrite: {prefix: /a, path: /b}}
+          - {name: d, match: {path: /d}, backend: m, rewrite: {}}
+          - {name: e, match: {path: /e}, backend: m, rewrite: {prefix: 7}}
+        """
+    ) == [
+        "t.yaml:4:62: routes[0] (a).rewrite.prefix: '/v2': 'prefix' needs a literal path to "
+        "replace; this route's path is a template (use 'path' with its captures)",
+        "t.yaml:5:62: routes[1] (b).rewrite.path: '/x/{nope}': {nope} is not a capture of the "
+        "route (its captures: {id})",
+        "t.yaml:6:55: routes[2] (c).rewrite: exactly one of prefix, path is required",
+        "t.yaml:7:55: routes[3] (d).rewrite: exactly one of prefix, path is required",
+        "t.yaml:8:64: routes[4] (e).rewrite.prefix: expected a string, got an integer (quote it)",
+    ]
