@@ -180,11 +180,13 @@ class Gateway:
             if replaced is not None:
                 # What was replaced, so that the backend can build links to itself.
                 upstream_headers.append((b"x-forwarded-prefix", replaced.encode("ascii")))
+        spec = route.spec
+        if spec.request_headers is not None:
+            upstream_headers = spec.request_headers.apply(upstream_headers)
         upgrade = cycle.upgrade if cycle is not None else None
         if upgrade is not None:
             # The two hop-by-hop fields that pass, and only for a WebSocket handshake.
             upstream_headers += ((b"connection", b"upgrade"), (b"upgrade", upgrade))
-        spec = route.spec
         request = ProxyRequest(
             method=method,
             path=resolved.path,
@@ -244,7 +246,9 @@ class Gateway:
                 route_metrics.active -= 1
                 watch.stop()
                 await _tunnel(answer, cycle, reply, request, metrics, answered_by.name, record)
-            elif await relay(answer, reply, (route.name, answered_by.name), task):
+            elif await relay(
+                answer, reply, (route.name, answered_by.name), task, spec.response_headers
+            ):
                 metrics.error(ABORTED)
                 if record is not None:
                     record.error = ABORTED

@@ -22,6 +22,7 @@ from proxy.deadline import IdleDeadline
 from proxy.errors import GatewayError, error_body, error_headers
 from proxy.headers import client_response_headers
 from proxy.shadow import ResponseTap
+from proxy.table.model import HeaderMap
 
 log = logging.getLogger("strangler.gateway")
 
@@ -102,15 +103,21 @@ class Reply:
 
 
 async def relay(
-    answer: Answer, reply: Reply, where: tuple[str, str], task: asyncio.Task[Any]
+    answer: Answer,
+    reply: Reply,
+    where: tuple[str, str],
+    task: asyncio.Task[Any],
+    header_map: HeaderMap | None = None,
 ) -> bool | None:
     """Send ``answer`` to the client and close it; returns how the backend did, as
     :meth:`Answer.close` takes it: False (its part done), True (it broke, overran its deadline
     or stayed idle too long mid-body: the response was cut), None (the client went away
     first). ``where`` is the route and the backend, for the log; ``task`` the request's, which
-    a streamed body's idle timer cancels."""
+    a streamed body's idle timer cancels; ``header_map`` the route's ``response_headers``."""
     status = answer.status
     headers = client_response_headers(answer.headers, reply.request_id, status)
+    if header_map is not None:
+        headers = header_map.apply(headers)
     stream = answer.stream
     failed: bool | None = True
     idle: IdleDeadline | None = None

@@ -131,6 +131,23 @@ IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE", "TRACE"}
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderMap:
+    """A route's ``request_headers`` or ``response_headers``: names lower-case, values as
+    bytes; applied in the order remove, set, add (docs/routing.md)."""
+
+    set: tuple[tuple[bytes, bytes], ...] = ()
+    add: tuple[tuple[bytes, bytes], ...] = ()
+    remove: frozenset[bytes] = frozenset()
+
+    def apply(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` with the map applied: a name in ``remove`` or ``set`` loses every value
+        it had, then ``set`` and ``add`` are appended."""
+        drop = self.remove | {name for name, _ in self.set}
+        out = [(n, v) for n, v in headers if n not in drop] if drop else headers
+        return [*out, *self.set, *self.add]
+
+
+@dataclass(frozen=True, slots=True)
 class Rewrite:
     """What a route's url backends get as the path (docs/routing.md, "Rewriting paths"):
     exactly one of ``prefix`` (the route's literal prefix replaced) and ``path`` (a template
@@ -184,6 +201,8 @@ class Route:
     timeout: float | None = None
     idle_timeout: float | None = None
     rewrite: Rewrite | None = None
+    request_headers: HeaderMap | None = None
+    response_headers: HeaderMap | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from proxy.rewrite import compile_rewrite
 from proxy.table import fields, values
 from proxy.table.backends import IDLE_TIMEOUT, MAX_TIMEOUT
 from proxy.table.fields import Field, Values
+from proxy.table.headermaps import read_header_map
 from proxy.table.model import WEIGHT_SCALE, Backend, Match, Rewrite, Route, Sticky
 from proxy.table.resilience import read_fallback, read_retries
 from proxy.table.shadowing import read_shadow
@@ -156,6 +157,8 @@ _ROUTE_SHADOW = Field("shadow", fields.node)
 _ROUTE_TIMEOUT = Field("timeout", fields.duration, minimum=0, maximum=MAX_TIMEOUT)
 _ROUTE_IDLE_TIMEOUT = IDLE_TIMEOUT
 _ROUTE_REWRITE = Field("rewrite", _read_rewrite)
+_ROUTE_REQUEST_HEADERS = Field("request_headers", read_header_map)
+_ROUTE_RESPONSE_HEADERS = Field("response_headers", read_header_map)
 #: The keys read once the route's name is known, which then names the route in messages.
 _ROUTE_BODY = (
     _ROUTE_MATCH,
@@ -168,6 +171,8 @@ _ROUTE_BODY = (
     _ROUTE_TIMEOUT,
     _ROUTE_IDLE_TIMEOUT,
     _ROUTE_REWRITE,
+    _ROUTE_REQUEST_HEADERS,
+    _ROUTE_RESPONSE_HEADERS,
 )
 ROUTE_FIELDS = (_ROUTE_NAME, *_ROUTE_BODY)
 
@@ -261,6 +266,8 @@ def _read_route(
         timeout=got.get(_ROUTE_TIMEOUT),
         idle_timeout=got.get(_ROUTE_IDLE_TIMEOUT),
         rewrite=rewrite,
+        request_headers=got.get(_ROUTE_REQUEST_HEADERS),
+        response_headers=got.get(_ROUTE_RESPONSE_HEADERS),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from proxy.table import backends, fields, loader, resilience, routing, shadowing
+from proxy.table import backends, fields, headermaps, loader, resilience, routing, shadowing
 from proxy.table.fields import Field, Fields, Values
 from proxy.table.loader import parse_table
 from proxy.table.yamlnodes import NodeReader
@@ -124,6 +124,8 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
             ("retries", resilience.RETRIES_FIELDS),
             ("shadow", shadowing.SHADOW_FIELDS),
             ("rewrite", routing.REWRITE_FIELDS),
+            ("request_headers", headermaps.HEADER_MAP_FIELDS),
+            ("response_headers", headermaps.HEADER_MAP_FIELDS),
         ):
             yield from found(f"routes[*].{key}", table, _child(route, key))
         retries = _child(route, "retries")
@@ -134,7 +136,7 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
 def _declared_tables() -> list[Fields]:
     """Every field table the table modules declare (``*_FIELDS``)."""
     tables: list[Fields] = []
-    for module in (loader, backends, routing, resilience, shadowing):
+    for module in (loader, backends, routing, resilience, shadowing, headermaps):
         for name, value in vars(module).items():
             if name.endswith("_FIELDS") and isinstance(value, tuple):
                 tables.append(value)

@@ -33,7 +33,13 @@ BEHIND_PROXY = Forwarding(
     trusted=True,
 )
 #: Fields the gateway replaces with its own, whatever the client sent.
-REPLACED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
+REPLACED = {
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-prefix",
+    b"x-request-id",
+}
 
 
 def upstream(

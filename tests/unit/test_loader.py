@@ -797,3 +797,55 @@ def test_a_rewrite_is_read_and_checked_against_the_routes_path() -> None:
         "t.yaml:7:55: routes[3] (d).rewrite: exactly one of prefix, path is required",
         "t.yaml:8:64: routes[4] (e).rewrite.prefix: expected a string, got an integer (quote it)",
     ]
+
+
+def test_header_maps_are_read_and_may_not_touch_the_gateways_fields() -> None:
+    table = parse_table(
+        textwrap.dedent(
+            """\
+            version: 1
+            backends: {m: {url: "http://m"}}
+            routes:
+              - name: r
+                match: {path: /}
+                backend: m
+                request_headers: {set: {X-Tenant: acme}, add: {X-By: gw}, remove: [X-Debug]}
+                response_headers: {remove: [Server]}
+            """
+        ).encode(),
+        "t.yaml",
+    )
+    (route,) = table.routes
+    assert route.request_headers is not None
+    assert route.request_headers.set == ((b"x-tenant", b"acme"),)
+    assert route.request_headers.add == ((b"x-by", b"gw"),)
+    assert route.request_headers.remove == frozenset({b"x-debug"})
+    assert route.response_headers is not None
+    assert route.response_headers.remove == frozenset({b"server"})
+    assert problems(
+        """\
+        version: 1
+        backends: {m: {url: "http://m"}}
+        routes:
+          - name: r
+            match: {path: /}
+            backend: m
+            request_headers: {set: {Host: x, X-Forwarded-For: 1.2.3.4}, remove: [Connection]}
+            response_headers: {add: {"bad name": x, X-Ok: " padded"}, drop: [x]}
+        """
+    ) == [
+        "t.yaml:7:29: routes[0] (r).request_headers.set: 'Host' may not be changed (hop-by-hop "
+        "fields, Host, Content-Length, Transfer-Encoding, X-Forwarded-*, Via and X-Request-Id "
+        "are the gateway's)",
+        "t.yaml:7:38: routes[0] (r).request_headers.set: 'X-Forwarded-For' may not be changed "
+        "(hop-by-hop fields, Host, Content-Length, Transfer-Encoding, X-Forwarded-*, Via and "
+        "X-Request-Id are the gateway's)",
+        "t.yaml:7:74: routes[0] (r).request_headers.remove[0]: 'Connection' may not be changed "
+        "(hop-by-hop fields, Host, Content-Length, Transfer-Encoding, X-Forwarded-*, Via and "
+        "X-Request-Id are the gateway's)",
+        "t.yaml:8:30: routes[0] (r).response_headers.add: 'bad name' is not a header name",
+        "t.yaml:8:51: routes[0] (r).response_headers.add.X-Ok: ' padded' is not a header value "
+        "(no control characters, no leading or trailing space)",
+        "t.yaml:8:63: routes[0] (r).response_headers: unknown key 'drop' (allowed: add, remove, "
+        "set)",
+    ]
