@@ -1,9 +1,12 @@
 """API Gateway's HTTP API payload format 2.0, both ways (docs/functions.md).
 
 :func:`build_event` turns a request into the event a Lambda handler receives behind an HTTP
-API; :func:`parse_result` turns what the handler returned into status, headers and body bytes,
-including 2.0's inference for a result without ``statusCode``. Shared by the in-process and
-the remote function backends; no I/O here.
+API, with API Gateway's own rules for what the gateway's model does not say directly: which
+bodies travel base64, the decoded ``rawPath``, the ``{proxy+}`` route key of a prefix route and
+a request id of its own (docs/functions.md, "Fidelity with API Gateway"). :func:`parse_result`
+turns what the handler returned into status, headers and body bytes, including 2.0's inference
+for a result without ``statusCode``. Shared by the in-process and the remote function backends;
+no I/O here.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -24,10 +28,16 @@ from proxy.errors import BadFunctionResponse
 ACCOUNT_ID = "000000000000"
 API_ID = "strangler"
 
-# Bodies of these types travel as text; everything else as base64.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"
+# The media types (lower-cased, without parameters) whose bodies an HTTP API passes as text;
+# every other body, forms and bodies without a type included, arrives base64 (docs/functions.md,
+# "Request bodies").
 _TEXT_TYPES = re.compile(
-    r"(text/.*|application/(json|xml|javascript|x-www-form-urlencoded|graphql)|.*\+(json|xml))"
+    rf"text/{_TOKEN}|application/(?:json|xml|javascript)|{_TOKEN}/{_TOKEN}\+(?:json|xml)"
 )
+#: Bytes of random in a generated ``requestContext.requestId``: 11 make 16 base64 characters,
+#: the length of API Gateway's own ids (``JhJ4pjxpIAMEJTQ=``).
+REQUEST_ID_BYTES = 11
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
@@ -39,8 +49,18 @@ class FunctionResponse:
     body: bytes
 
 
-def build_event(request: ProxyRequest, body: bytes, now: float | None = None) -> dict[str, Any]:
-    """The 2.0 event for ``request`` with its complete ``body``."""
+def new_request_id() -> str:
+    """A ``requestContext.requestId`` of the gateway's own, unique per invocation, in the
+    style of API Gateway's (base64 of random bytes)."""
+    return base64.b64encode(secrets.token_bytes(REQUEST_ID_BYTES)).decode("ascii")
+
+
+def build_event(
+    request: ProxyRequest, body: bytes, now: float | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """The 2.0 event for ``request`` with its complete ``body``; ``request_id`` is the event's
+    ``requestContext.requestId`` (a new one by default: never the client's ``X-Request-Id``,
+    which stays in ``headers``)."""
     now = time.time() if now is None else now
     headers: dict[str, str] = {}
     cookies: list[str] = []
@@ -54,10 +74,13 @@ def build_event(request: ProxyRequest, body: bytes, now: float | None = None) ->
             headers[name] = value
     raw_query = request.query.decode("latin-1")
     host = request.host or "localhost"
+    route_key, path_parameters = _route(request)
+    # API Gateway decodes the path it hands a function (docs/functions.md, "Paths").
+    path = _decoded(request.path)
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": request.route_key,
-        "rawPath": request.path,
+        "routeKey": route_key,
+        "rawPath": path,
         "rawQueryString": raw_query,
         "headers": headers,
         "requestContext": {
@@ -67,13 +90,13 @@ def build_event(request: ProxyRequest, body: bytes, now: float | None = None) ->
             "domainPrefix": host.split(".", 1)[0],
             "http": {
                 "method": request.method,
-                "path": request.path,
+                "path": path,
                 "protocol": request.protocol,
                 "sourceIp": request.client_ip,
                 "userAgent": headers.get("user-agent", ""),
             },
-            "requestId": request.request_id,
-            "routeKey": request.route_key,
+            "requestId": new_request_id() if request_id is None else request_id,
+            "routeKey": route_key,
             "stage": "$default",
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "timeEpoch": int(now * 1000),
@@ -87,13 +110,11 @@ def build_event(request: ProxyRequest, body: bytes, now: float | None = None) ->
         for key, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
             params[key] = f"{params[key]},{value}" if key in params else value
         event["queryStringParameters"] = params
-    if request.captures:
-        event["pathParameters"] = {
-            name: urllib.parse.unquote(value) for name, value in request.captures.items()
-        }
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    # An empty body is no "body" key and isBase64Encoded false, whatever its type.
     if body:
-        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        text = _as_text(body) if _TEXT_TYPES.fullmatch(content_type) else None
+        text = _as_text(body) if is_text_type(headers.get("content-type")) else None
         if text is None:
             event["body"] = base64.b64encode(body).decode("ascii")
             event["isBase64Encoded"] = True
@@ -102,11 +123,63 @@ def build_event(request: ProxyRequest, body: bytes, now: float | None = None) ->
     return event
 
 
+def is_text_type(content_type: str | None) -> bool:
+    """Whether an HTTP API passes a body of this ``Content-Type`` as text: ``text/*``,
+    ``application/json``, ``application/xml``, ``application/javascript`` and any
+    ``+json`` or ``+xml`` type, parameters and case aside."""
+    if content_type is None:
+        return False
+    return _TEXT_TYPES.fullmatch(content_type.split(";", 1)[0].strip().lower()) is not None
+
+
 def _as_text(body: bytes) -> str | None:
+    # A text type whose bytes are not UTF-8 travels base64 rather than mangled.
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _route(request: ProxyRequest) -> tuple[str, dict[str, str] | None]:
+    """``routeKey`` and ``pathParameters`` as an HTTP API would give them for the same route.
+
+    A template route is already API Gateway's route. A literal prefix is two routes there,
+    ``ANY /prefix`` and ``ANY /prefix/{proxy+}``, and a route on ``/`` is ``$default``.
+    """
+    method, _, pattern = request.route_key.partition(" ")
+    if "{" in pattern:
+        parameters = {name: _decoded(value) for name, value in request.captures.items()}
+        return request.route_key, parameters or None
+    segments = [segment for segment in pattern.split("/") if segment]
+    if not segments:
+        # Whatever its methods: the catch-all has no method on API Gateway either.
+        return "$default", None
+    prefix = "/" + "/".join(segments)
+    # The normalised path has no empty segment and matched the prefix segment by segment, so
+    # what follows its first len(segments) segments is the rest.
+    parts = request.path.split("/", len(segments) + 1)
+    rest = parts[-1] if len(parts) == len(segments) + 2 else ""
+    if not rest:
+        return f"{method} {prefix}", None
+    return f"{method} {prefix}/{{proxy+}}", {"proxy": _decoded(rest)}
+
+
+def _decoded(text: str) -> str:
+    """``text`` with its percent-escapes decoded as UTF-8; bytes that do not form UTF-8 stay
+    escaped, so that nothing is replaced by U+FFFD."""
+    if "%" not in text:
+        return text
+    data = urllib.parse.unquote_to_bytes(text)
+    pieces: list[str] = []
+    while True:
+        try:
+            pieces.append(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            pieces.append(data[: exc.start].decode("utf-8"))
+            pieces.append("".join(f"%{byte:02X}" for byte in data[exc.start : exc.end]))
+            data = data[exc.end :]
+            continue
+        return "".join(pieces)
 
 
 def parse_result(result: Any) -> FunctionResponse:

@@ -1,14 +1,17 @@
 """Function backends over real sockets: in-process handlers and a remote invoke endpoint, with
 every failure mode answered by its exact code (docs/functions.md; the errors as
-docs/reference.md lists them)."""
+docs/reference.md lists them), and the event as API Gateway would build it for the same request
+(docs/functions.md, "Fidelity with API Gateway")."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests import functions
-from tests.support import RawClient, ThreadedServers, running_gateway, wait_for
+from tests.support import RawClient, ThreadedServers, running_gateway, wait_for, write_table
 
 pytestmark = pytest.mark.sockets
 
@@ -81,13 +84,14 @@ def test_event_and_context_reach_the_handler(tmp_path: Path) -> None:
     answer = json.loads(reply.body)
     event = answer["event"]
     APIGatewayProxyEventV2Model.model_validate(event)
-    assert event["rawPath"] == "/echo/a%20b"
-    assert event["routeKey"] == "ANY /echo"
+    assert event["rawPath"] == "/echo/a b"
+    assert event["routeKey"] == "ANY /echo/{proxy+}"
+    assert event["pathParameters"] == {"proxy": "a b"}
     assert event["cookies"] == ["s=1", "t=2"]
     assert event["queryStringParameters"] == {"x": "1,2"}
     assert event["headers"]["user-agent"] == "ua"
     assert event["headers"]["x-request-id"] == "rid-1"
-    assert event["requestContext"]["requestId"] == "rid-1"
+    assert is_generated_request_id(event["requestContext"]["requestId"])
     assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
     assert event["requestContext"]["domainName"] == "shop.test"
     context = answer["context"]
@@ -95,6 +99,26 @@ def test_event_and_context_reach_the_handler(tmp_path: Path) -> None:
     assert context["aws_request_id"] == "rid-1"
     assert context["invoked_function_arn"] == "arn:aws:lambda:local:000000000000:function:echo"
     assert 0 < context["remaining_ms"] <= 4000
+
+
+def is_generated_request_id(value: str) -> bool:
+    """An id of the gateway's own, in API Gateway's style (16 base64 characters)."""
+    try:
+        return len(value) == 16 and len(base64.b64decode(value, validate=True)) == 11
+    except binascii.Error:
+        return False
+
+
+def post(port: int, target: str, content_type: bytes | None, body: bytes) -> Any:
+    """POST ``body`` to ``target``, with that ``Content-Type`` or (None) without one."""
+    head = f"POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n".encode()
+    if content_type is not None:
+        head += b"Content-Type: " + content_type + b"\r\n"
+    client = RawClient(port)
+    try:
+        return client.request(head + b"\r\n" + body)
+    finally:
+        client.close()
 
 
 def test_binary_request_body_arrives_base64(tmp_path: Path) -> None:
@@ -107,6 +131,100 @@ def test_binary_request_body_arrives_base64(tmp_path: Path) -> None:
     event = json.loads(reply.body)["event"]
     assert event["isBase64Encoded"] is True
     assert base64.b64decode(event["body"]) == payload
+
+
+def test_form_and_untyped_bodies_arrive_base64_and_a_json_api_body_as_text(
+    tmp_path: Path,
+) -> None:
+    form = b"user=ann&note=caf%C3%A9+au+lait&empty="
+    with gateway_with(tmp_path, echo="echo") as port:
+        form_event = json.loads(
+            post(port, "/echo", b"application/x-www-form-urlencoded", form).body
+        )["event"]
+        json_event = json.loads(
+            post(port, "/echo", b"application/vnd.api+json; charset=utf-8", b'{"a":1}').body
+        )["event"]
+        untyped_event = json.loads(post(port, "/echo", None, b"no type").body)["event"]
+    assert form_event["isBase64Encoded"] is True
+    fields = urllib.parse.parse_qs(base64.b64decode(form_event["body"]).decode())
+    assert fields == {"user": ["ann"], "note": ["café au lait"]}
+    assert (json_event["isBase64Encoded"], json_event["body"]) == (False, '{"a":1}')
+    assert untyped_event["isBase64Encoded"] is True
+    assert base64.b64decode(untyped_event["body"]) == b"no type"
+
+
+@pytest.mark.parametrize(
+    ("target", "raw_path", "proxy"),
+    [
+        ("/echo/caf%C3%A9", "/echo/café", "café"),
+        ("/echo/caf%c3%a9/a%20b", "/echo/café/a b", "café/a b"),
+        ("/echo/%7Euser/100%25", "/echo/~user/100%", "~user/100%"),
+        ("/echo/%3F%23", "/echo/?#", "?#"),
+        ("/echo/x%FF", "/echo/x%FF", "x%FF"),  # not UTF-8: stays escaped
+    ],
+)
+def test_raw_path_is_decoded_as_api_gateway_delivers_it(
+    tmp_path: Path, target: str, raw_path: str, proxy: str
+) -> None:
+    with gateway_with(tmp_path, echo="echo") as port:
+        reply = get(port, target + "?q=%20")
+    event = json.loads(reply.body)["event"]
+    assert event["rawPath"] == raw_path
+    assert event["requestContext"]["http"]["path"] == raw_path
+    assert event["pathParameters"] == {"proxy": proxy}
+    assert event["rawQueryString"] == "q=%20"  # the query is not decoded
+
+
+def test_route_keys_are_api_gateways_for_prefixes_methods_and_slash(tmp_path: Path) -> None:
+    config = write_table(
+        tmp_path / "routes.yaml",
+        {"fn": "{function: 'tests.functions:echo'}"},
+        "\n".join(
+            [
+                "  - {name: auth, match: {path: /auth}, backend: fn}",
+                "  - {name: login, match: {path: /login/, methods: [POST]}, backend: fn}",
+                "  - {name: product, match: {path: '/products/{id}'}, backend: fn}",
+                "  - {name: rest, match: {path: /}, backend: fn}",
+            ]
+        ),
+    )
+    seen: dict[str, dict[str, Any]] = {}
+    with running_gateway(config) as (_, servers):
+        port = servers.port("gateway")
+        for target in ("/auth", "/auth/", "/auth/me/x", "/products/caf%C3%A9", "/", "/a/b"):
+            seen[target] = json.loads(get(port, target).body)["event"]
+        seen["POST /login/x"] = json.loads(post(port, "/login/x", b"text/plain", b"hi").body)[
+            "event"
+        ]
+    keys = {
+        target: (event["routeKey"], event.get("pathParameters", "absent"))
+        for target, event in seen.items()
+    }
+    assert keys == {
+        "/auth": ("ANY /auth", "absent"),
+        "/auth/": ("ANY /auth", "absent"),
+        "/auth/me/x": ("ANY /auth/{proxy+}", {"proxy": "me/x"}),
+        "/products/caf%C3%A9": ("ANY /products/{id}", {"id": "café"}),
+        "/": ("$default", "absent"),
+        "/a/b": ("$default", "absent"),
+        "POST /login/x": ("POST /login/{proxy+}", {"proxy": "x"}),
+    }
+    for event in seen.values():
+        assert event["requestContext"]["routeKey"] == event["routeKey"]
+        APIGatewayProxyEventV2Model.model_validate(event)
+
+
+def test_each_invocation_gets_its_own_request_id_whatever_the_client_sends(
+    tmp_path: Path,
+) -> None:
+    with gateway_with(tmp_path, echo="echo") as port:
+        answers = [json.loads(get(port, "/echo").body) for _ in range(5)]
+    ids = [answer["event"]["requestContext"]["requestId"] for answer in answers]
+    assert len(set(ids)) == 5
+    assert all(is_generated_request_id(value) for value in ids)
+    # The client's X-Request-Id stays where it was: the headers and the gateway's request id.
+    assert {answer["event"]["headers"]["x-request-id"] for answer in answers} == {"rid-1"}
+    assert {answer["context"]["aws_request_id"] for answer in answers} == {"rid-1"}
 
 
 @pytest.mark.parametrize(
@@ -345,6 +463,8 @@ def test_remote_function_gets_the_same_event_and_its_answer_is_mapped(tmp_path: 
     (event,) = emulator.events
     APIGatewayProxyEventV2Model.model_validate(event)
     assert (event["rawPath"], event["queryStringParameters"]) == ("/fn/x", {"q": "1"})
+    assert (event["routeKey"], event["pathParameters"]) == ("ANY /fn/{proxy+}", {"proxy": "x"})
+    assert is_generated_request_id(event["requestContext"]["requestId"])
 
 
 def test_remote_function_error_is_502_function_error(tmp_path: Path) -> None:
