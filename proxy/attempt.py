@@ -41,9 +41,11 @@ _NOTHING: frozenset[int] = frozenset()
 
 
 class BodyState(Protocol):
-    """Whether the request body has started to be read (then it cannot be sent again)."""
+    """Whether the request body has started to be read (then it cannot be sent again), or is
+    kept whole in memory (then it can, as often as asked)."""
 
     started: bool
+    kept: bytes | None
 
 
 @dataclass(slots=True)
@@ -89,7 +91,7 @@ async def attempt(
     retried = 0
     on_fallback = False
     while True:
-        held = _held_statuses(route, backend, request, retried, on_fallback)
+        held = _held_statuses(route, backend, request, body, retried, on_fallback)
         error: GatewayError
         try:
             answer = await backend.call(request)
@@ -117,7 +119,7 @@ async def attempt(
                 await asyncio.sleep(rng.uniform(0, cap))
                 continue
             state.metrics.budget_exhausted()
-        fallback = None if on_fallback else _may_fall_back(route, backend, request, error)
+        fallback = None if on_fallback else _may_fall_back(route, backend, request, body, error)
         if fallback is None:
             if isinstance(error, UpstreamStatus):
                 # Nowhere else to go: the client gets the backend's own answer.
@@ -131,7 +133,7 @@ async def attempt(
             fallback.name,
         )
         _count_error(metrics, error)
-        metrics.fell_back(fallback.name)
+        metrics.fell_back(fallback.name, _fallback_reason(error))
         if trail is not None:
             trail.append(
                 (
@@ -158,22 +160,38 @@ def _discard(error: GatewayError) -> None:
 
 
 def _held_statuses(
-    route: CompiledRoute, backend: Backend, request: ProxyRequest, retried: int, on_fallback: bool
+    route: CompiledRoute,
+    backend: Backend,
+    request: ProxyRequest,
+    body: BodyState | None,
+    retried: int,
+    on_fallback: bool,
 ) -> frozenset[int]:
     """The upstream statuses that would send this attempt's request elsewhere, so its response
-    is held back: only for an idempotent request without a body (a body is spent once sent),
-    and never on the fallback, the last resort."""
-    if (
-        not route.held_statuses
-        or on_fallback
-        or request.body is not None
-        or request.method not in IDEMPOTENT_METHODS
-    ):
+    is held back: only for a request that can be sent again (no body, or one kept whole: a
+    streamed body is spent once sent), idempotent for a retry, idempotent or on a route with
+    ``unsafe_methods`` for the fallback, and never on the fallback, the last resort."""
+    if not route.held_statuses or on_fallback or not _resendable(request, body):
         return _NOTHING
+    idempotent = request.method in IDEMPOTENT_METHODS
+    retry = route.retry_statuses if idempotent and _may_retry(route, retried) else _NOTHING
     if route.fallback is backend:
         # Chosen by the split and failing: only retries could try again.
-        return route.retry_statuses if _may_retry(route, retried) else _NOTHING
-    return route.held_statuses if _may_retry(route, retried) else route.fallback_statuses
+        return retry
+    if idempotent or route.spec.fallback_unsafe_methods:
+        return retry | route.fallback_statuses
+    return retry
+
+
+def _resendable(request: ProxyRequest, body: BodyState | None) -> bool:
+    return request.body is None or (body is not None and body.kept is not None)
+
+
+def _fallback_reason(error: GatewayError) -> str:
+    """The ``reason`` label of a fall-through: a listed status, an open circuit, or an error."""
+    if isinstance(error, UpstreamStatus):
+        return "status"
+    return "circuit_open" if error.code == "circuit_open" else "error"
 
 
 def _may_retry(route: CompiledRoute, retried: int) -> bool:
@@ -198,18 +216,24 @@ def _retry_reason(retries: model.Retries, method: str, error: GatewayError) -> s
 
 
 def _may_fall_back(
-    route: CompiledRoute, backend: Backend, request: ProxyRequest, error: GatewayError
+    route: CompiledRoute,
+    backend: Backend,
+    request: ProxyRequest,
+    body: BodyState | None,
+    error: GatewayError,
 ) -> Backend | None:
-    """The route's fallback when it may answer instead: the method is idempotent or the
-    request provably never reached the failing backend; a status only when listed."""
+    """The route's fallback when it may answer instead: the request provably never reached the
+    failing backend, or it can be sent again (no body, or one kept whole) and its method is
+    idempotent or the route allows others (``unsafe_methods``); a status only when listed."""
     fallback = route.fallback
     if fallback is None or fallback is backend:
         return None
     if isinstance(error, UpstreamStatus):
         return fallback if error.status in route.fallback_statuses else None
-    if request.method in IDEMPOTENT_METHODS or error.never_sent:
+    if error.never_sent:
         return fallback
-    return None
+    may = request.method in IDEMPOTENT_METHODS or route.spec.fallback_unsafe_methods
+    return fallback if may and _resendable(request, body) else None
 
 
 def _where(request: ProxyRequest, backend: Backend) -> str:

@@ -237,6 +237,12 @@ class Gateway:
                     backend,
                     metrics,
                 )
+            if body is not None and (route.fallback is not None or route.retries is not None):
+                # Kept to send again when it is small (docs/resilience.md).
+                try:
+                    await body.keep(spec.resend_body)
+                except GatewayError as exc:  # the body stalled (408)
+                    raise Failed(exc, backend, metrics) from None
             done = await attempt(route, state, backend, request, body, self._rng, trail)
             metrics, answer, answered_by = done.metrics, done.answer, done.backend
             if record is not None:
@@ -452,9 +458,20 @@ class _Watch:
 
 class _Body:
     """The request body as it arrives, whether anyone has started reading it (then it cannot
-    be sent again, to a fallback), and where a shadow's copy of it goes."""
+    be sent again, to a fallback), and where a shadow's copy of it goes. A small body may be
+    kept whole first (:meth:`keep`): it is then sent as often as asked, never "started"."""
 
-    __slots__ = ("_idle_timeout", "_receive", "copy", "received", "started", "watch")
+    __slots__ = (
+        "_ahead",
+        "_idle_timeout",
+        "_receive",
+        "_source",
+        "copy",
+        "kept",
+        "received",
+        "started",
+        "watch",
+    )
 
     def __init__(self, receive: Receive, idle_timeout: float) -> None:
         self._receive = receive
@@ -465,9 +482,33 @@ class _Body:
         self.copy: BodyCopy | None = None
         #: Started once the body is complete, under servers that need a watching task.
         self.watch: _Watch | None = None
+        #: The whole body, when :meth:`keep` found it within its limit.
+        self.kept: bytes | None = None
+        # Read ahead by keep() past its limit, and the rest still to come.
+        self._ahead = b""
+        self._source: AsyncIterator[bytes] | None = None
+
+    async def keep(self, limit: int) -> None:
+        """Read the body ahead, up to ``limit`` bytes: when it all fits, it is kept in memory
+        and may be sent again (to a fallback, on a retry; docs/resilience.md); else what was
+        read goes first when the body is read, then the rest as it arrives."""
+        source = self._chunks()
+        pieces: list[bytes] = []
+        size = 0
+        async for chunk in source:
+            pieces.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                self._ahead, self._source = b"".join(pieces), source
+                return
+        self.kept = b"".join(pieces)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.kept is not None:
+            return _once(self.kept)
         self.started = True
+        if self._source is not None:
+            return _after(self._ahead, self._source)
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -498,6 +539,17 @@ class _Body:
                 return
             if chunk:
                 yield chunk
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:

@@ -127,8 +127,9 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "strangler_fallbacks",
-            "Requests a failing backend left to the route's fallback.",
-            ["route", "backend", "fallback"],
+            "Requests a failing backend left to the route's fallback, by why: a listed "
+            "status, an error, an open circuit.",
+            ["route", "backend", "fallback", "reason"],
             registry=registry,
         )
         self.shadow = Counter(
@@ -371,7 +372,7 @@ class BackendMetrics:
     is_legacy: bool = False
     _counters: dict[tuple[str, int], Any] = field(default_factory=dict)
     _errors: dict[str, Any] = field(default_factory=dict)
-    _fallbacks: dict[str, Any] = field(default_factory=dict)
+    _fallbacks: dict[tuple[str, str], Any] = field(default_factory=dict)
     _retries: dict[str, Any] = field(default_factory=dict)
     #: Not yet flushed: requests by (method, status), and durations by histogram bucket.
     _tally: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -449,11 +450,14 @@ class BackendMetrics:
             self._errors[reason] = child
         child.inc()
 
-    def fell_back(self, fallback: str) -> None:
-        child = self._fallbacks.get(fallback)
+    def fell_back(self, fallback: str, reason: str) -> None:
+        key = (fallback, reason)
+        child = self._fallbacks.get(key)
         if child is None:
-            child = self.route.metrics.fallbacks.labels(self.route.name, self.name, fallback)
-            self._fallbacks[fallback] = child
+            child = self.route.metrics.fallbacks.labels(
+                self.route.name, self.name, fallback, reason
+            )
+            self._fallbacks[key] = child
         child.inc()
 
     def retried(self, reason: str) -> None:
@@ -467,8 +471,8 @@ class BackendMetrics:
         metrics, route = self.route.metrics, self.route.name
         for reason in self._retries:
             metrics.retries.remove(route, self.name, reason)
-        for fallback in self._fallbacks:
-            metrics.fallbacks.remove(route, self.name, fallback)
+        for fallback, reason in self._fallbacks:
+            metrics.fallbacks.remove(route, self.name, fallback, reason)
         for method, status in self._counters:
             label = status_label(status)
             with contextlib.suppress(KeyError):  # statuses of one class share a series

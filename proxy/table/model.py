@@ -203,6 +203,10 @@ class Route:
     rewrite: Rewrite | None = None
     request_headers: HeaderMap | None = None
     response_headers: HeaderMap | None = None
+    #: A request body of at most this many bytes is kept to send again (fallback, retries).
+    resend_body: int = 65536
+    #: Whether a request whose method is not idempotent may fall back (its body kept).
+    fallback_unsafe_methods: bool = False
 
 
 @dataclass(frozen=True, slots=True)

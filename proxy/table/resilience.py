@@ -18,6 +18,13 @@ from proxy.table.fields import Field, Values
 from proxy.table.model import RETRY_CONDITIONS, CircuitBreaker, Retries
 from proxy.table.yamlnodes import NodeReader
 
+#: Statuses below 500 a fall-through may list: what a new service answers for a page it does
+#: not have yet (docs/resilience.md, "Falling through to legacy").
+FALL_THROUGH_STATUSES = frozenset({404, 405})
+#: A request body kept in memory to send again (to the fallback, or on a retry), in bytes.
+DEFAULT_RESEND_BODY = 65536
+MAX_RESEND_BODY = 1024 * 1024
+
 #: The longest a breaker's window or open time may be.
 MAX_WINDOW = 3600.0
 
@@ -25,7 +32,8 @@ MAX_WINDOW = 3600.0
 def _statuses(
     reader: NodeReader, where: str, node: Node, field: Field[frozenset[int]]
 ) -> frozenset[int] | None:
-    """A non-empty list of 5xx statuses."""
+    """A non-empty list of statuses a new service may answer for what it does not serve yet:
+    404, 405, and the 5xx statuses (501 among them)."""
     items = reader.sequence(node, where)
     if not items:
         if items is not None:
@@ -34,7 +42,10 @@ def _statuses(
     found: set[int] = set()
     ok = True
     for item in items:
-        status = reader.integer(item, where, 500, 599)
+        status = reader.integer(item, where, 400, 599)
+        if status is not None and status < 500 and status not in FALL_THROUGH_STATUSES:
+            reader.error(item, f"{where}: {status} is not one of 404, 405 or 500-599")
+            status = None
         if status is None:
             ok = False
         else:
@@ -65,8 +76,12 @@ def _conditions(
 
 _FALLBACK_BACKEND = Field("backend", fields.string, required=True)
 _FALLBACK_STATUSES = Field("statuses", _statuses, default=frozenset[int]())
+_FALLBACK_MAX_BODY = Field(
+    "max_body", fields.integer, default=DEFAULT_RESEND_BODY, minimum=0, maximum=MAX_RESEND_BODY
+)
+_FALLBACK_UNSAFE = Field("unsafe_methods", fields.boolean, default=False)
 #: ``fallback: {backend: NAME, statuses: [...]}``; ``fallback: NAME`` is the short form.
-FALLBACK_FIELDS = (_FALLBACK_BACKEND, _FALLBACK_STATUSES)
+FALLBACK_FIELDS = (_FALLBACK_BACKEND, _FALLBACK_STATUSES, _FALLBACK_MAX_BODY, _FALLBACK_UNSAFE)
 
 #: Linkerd's defaults: retries add at most a fifth to a backend's load, plus ten a second.
 _BUDGET_RATIO = Field("ratio", fields.number, default=0.2, minimum=0, maximum=1)
@@ -117,21 +132,29 @@ CIRCUIT_BREAKER_FIELDS = (_FAILURE_RATIO, _MIN_REQUESTS, _WINDOW, _OPEN_FOR, _PR
 
 def read_fallback(
     reader: NodeReader, where: str, node: Node, backends: Collection[str]
-) -> tuple[str | None, frozenset[int]]:
-    """``fallback`` at ``where``: ``NAME`` or ``{backend: NAME, statuses: [...]}``."""
+) -> tuple[str | None, frozenset[int], int, bool]:
+    """``fallback`` at ``where``: ``NAME`` or ``{backend: NAME, statuses: [...], max_body: N,
+    unsafe_methods: BOOL}``; the backend, its statuses, how large a body is kept to send again,
+    and whether other methods than the idempotent ones may fall back."""
     if not isinstance(node, MappingNode):
         name = reader.string(node, where)
         if name is None:
-            return None, frozenset()
-        return values.reference(reader, where, node, name, backends), frozenset()
+            return None, frozenset(), DEFAULT_RESEND_BODY, False
+        reference = values.reference(reader, where, node, name, backends)
+        return reference, frozenset(), DEFAULT_RESEND_BODY, False
     got = fields.read(reader, where, node, FALLBACK_FIELDS)
     if got is None:
-        return None, frozenset()
-    statuses = got[_FALLBACK_STATUSES]
+        return None, frozenset(), DEFAULT_RESEND_BODY, False
+    statuses, max_body, unsafe = (
+        got[_FALLBACK_STATUSES],
+        got[_FALLBACK_MAX_BODY],
+        got[_FALLBACK_UNSAFE],
+    )
     name, name_node = got.get(_FALLBACK_BACKEND), got.node(_FALLBACK_BACKEND)
     if name is None or name_node is None:
-        return None, statuses
-    return values.reference(reader, f"{where}.backend", name_node, name, backends), statuses
+        return None, statuses, max_body, unsafe
+    reference = values.reference(reader, f"{where}.backend", name_node, name, backends)
+    return reference, statuses, max_body, unsafe
 
 
 def read_retries(

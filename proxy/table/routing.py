@@ -228,10 +228,10 @@ def _read_route(
     sticky_key = got.key_node(_ROUTE_STICKY)
     if sticky_key is not None and _ROUTE_SPLIT not in got:
         reader.error(sticky_key, f"{where}.sticky: applies only to a route with a split")
-    fallback, fallback_statuses = None, frozenset[int]()
+    fallback, fallback_statuses, resend_body, unsafe = None, frozenset[int](), 65536, False
     fallback_node = got.get(_ROUTE_FALLBACK)
     if fallback_node is not None:
-        fallback, fallback_statuses = read_fallback(
+        fallback, fallback_statuses, resend_body, unsafe = read_fallback(
             reader, f"{where}.fallback", fallback_node, backends
         )
     shadow_node = got.get(_ROUTE_SHADOW)
@@ -266,6 +266,8 @@ def _read_route(
         timeout=got.get(_ROUTE_TIMEOUT),
         idle_timeout=got.get(_ROUTE_IDLE_TIMEOUT),
         rewrite=rewrite,
+        resend_body=resend_body,
+        fallback_unsafe_methods=unsafe,
         request_headers=got.get(_ROUTE_REQUEST_HEADERS),
         response_headers=got.get(_ROUTE_RESPONSE_HEADERS),
     )

@@ -154,7 +154,13 @@ def test_while_open_the_fallback_answers_without_touching_the_backend(
         assert get(port) == (200, b"from the monolith")
         assert len(flaky.upstream.requests) == 4
         labels = {"route": "r", "backend": "new"}
-        assert metric(admin, "strangler_fallbacks_total", **labels, fallback="monolith") == 2
+        fell = {
+            reason: metric(
+                admin, "strangler_fallbacks_total", **labels, fallback="monolith", reason=reason
+            )
+            for reason in ("error", "circuit_open", "status")
+        }
+        assert fell == {"error": 0, "circuit_open": 2, "status": 0}
 
 
 def test_a_reload_that_changes_the_breaker_keeps_one_set_of_state_series(

@@ -80,6 +80,7 @@ def test_a_refused_connection_falls_back_even_for_a_post(
                 route="catalog",
                 backend="new",
                 fallback="monolith",
+                reason="error",
             )
             == 2.0
         )

@@ -127,10 +127,14 @@ def test_timeouts_are_retried_only_when_listed_and_only_for_idempotent_methods(
         status, body = request(port, "PATCH")
         assert (status, json.loads(body)["error"]) == (504, "upstream_timeout")
         assert len(upstream.requests) == 3
-        # Idempotent, but its body has been sent once and cannot be sent again.
-        status, body = request(port, "PUT", b"sent once")
+        # Idempotent with a small body: kept in memory, so it is sent again, byte for byte.
+        status, body = request(port, "PUT", b"sent twice")
         assert (status, json.loads(body)["error"]) == (504, "upstream_timeout")
-        assert len(upstream.requests) == 4
+        assert [r.body for r in upstream.requests[3:]] == [b"sent twice"] * 2
+        # A body past max_body (64 KiB by default) streams as it comes and cannot go twice.
+        status, body = request(port, "PUT", b"z" * 65537)
+        assert (status, json.loads(body)["error"]) == (504, "upstream_timeout")
+        assert len(upstream.requests) == 6
 
 
 def test_a_listed_status_is_retried_and_an_unlisted_one_passed_through(
@@ -215,7 +219,8 @@ def test_a_listed_status_sends_idempotent_requests_to_the_fallback(
         assert request(port, "POST", b"x") == (503, b"come back\r\n")
         assert len(monolith.requests) == 1
         labels = {"route": "r", "backend": "new"}
-        assert metric(admin, "strangler_fallbacks_total", **labels, fallback="monolith") == 1
+        fallbacks = "strangler_fallbacks_total"
+        assert metric(admin, fallbacks, **labels, fallback="monolith", reason="status") == 1
         assert metric(admin, "strangler_upstream_errors_total", **labels, reason="status") == 1
 
 

@@ -139,6 +139,7 @@ def answer(status: int, stream: FakeStream | None = None) -> Tracked:
 @dataclass(slots=True)
 class BodyState:
     started: bool
+    kept: bytes | None = None
 
 
 @dataclass
@@ -407,7 +408,9 @@ async def test_the_fallback_answers_for_an_error(world: World) -> None:
     assert done.backend is world.spare
     state = world.live.state(next(r for r in world.live.table.router.routes if r.name == "falling"))
     assert done.metrics is state.metrics.backends["spare"]
-    assert world.counted("strangler_fallbacks_total") == {("primary", "spare", "falling"): 1.0}
+    assert world.counted("strangler_fallbacks_total") == {
+        ("primary", "spare", "error", "falling"): 1.0
+    }
     assert world.counted("strangler_upstream_errors_total") == {
         ("primary", "timeout", "falling"): 1.0
     }
@@ -441,7 +444,9 @@ async def test_the_fallback_answers_for_a_listed_status(world: World) -> None:
     assert held.closes == [False]
     assert stream.held_with == [HELD_RESPONSE_LIMIT]
     assert stream.closed
-    assert world.counted("strangler_fallbacks_total") == {("primary", "spare", "falling"): 1.0}
+    assert world.counted("strangler_fallbacks_total") == {
+        ("primary", "spare", "status", "falling"): 1.0
+    }
     assert world.counted("strangler_upstream_errors_total") == {
         ("primary", "status", "falling"): 1.0
     }
@@ -462,7 +467,9 @@ async def test_a_retry_status_then_a_fallback_status(world: World) -> None:
     assert done.answer is ok.answer
     assert (retried.closes, fell.closes) == ([False], [False])
     assert world.counted("strangler_retries_total") == {("primary", "status", "both"): 1.0}
-    assert world.counted("strangler_fallbacks_total") == {("primary", "spare", "both"): 1.0}
+    assert world.counted("strangler_fallbacks_total") == {
+        ("primary", "spare", "status", "both"): 1.0
+    }
 
 
 async def test_the_fallback_is_the_last_resort(world: World) -> None:

@@ -472,18 +472,18 @@ BROKEN = {
         backends: {a: {url: "http://a"}, m: {url: "http://m"}}
         routes:
           - {name: r1, match: {path: /1}, backend: a, fallback: {statuses: [503]}}
-          - {name: r2, match: {path: /2}, backend: a, fallback: {backend: m, statuses: [404]}}
+          - {name: r2, match: {path: /2}, backend: a, fallback: {backend: m, statuses: [403]}}
           - {name: r3, match: {path: /3}, backend: a, fallback: {backend: x, statuses: []}}
           - {name: r4, match: {path: /4}, backend: a, fallback: {backend: m, status: [503]}}
         """,
         [
             "t.yaml:4:57: routes[0] (r1).fallback: missing required key 'backend'",
-            "t.yaml:5:81: routes[1] (r2).fallback.statuses: 404 is out of range (500 to 599)",
+            "t.yaml:5:81: routes[1] (r2).fallback.statuses: 403 is not one of 404, 405 or 500-599",
             "t.yaml:6:67: routes[2] (r3).fallback.backend: unknown backend 'x' (known: a, m)",
             "t.yaml:6:80: routes[2] (r3).fallback.statuses: list at least one status, "
             "or leave it out",
             "t.yaml:7:70: routes[3] (r4).fallback: unknown key 'status' "
-            "(allowed: backend, statuses)",
+            "(allowed: backend, max_body, statuses, unsafe_methods)",
         ],
     ),
     "retries": (
@@ -505,7 +505,7 @@ BROKEN = {
             "t.yaml:8:45: routes[3] (r4).retries.budget.ratio: 2 is out of range (0 to 1)",
             "t.yaml:8:64: routes[3] (r4).retries.budget.min_per_second: expected a number, "
             "got a string",
-            "t.yaml:8:79: routes[3] (r4).retries.statuses: 200 is out of range (500 to 599)",
+            "t.yaml:8:79: routes[3] (r4).retries.statuses: 200 is out of range (400 to 599)",
         ],
     ),
     "circuit breaker": (
