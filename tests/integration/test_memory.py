@@ -146,3 +146,57 @@ def test_rss_stays_flat_under_sustained_load(gateway: tuple[int, int]) -> None:
     grown = rss(pid) - settled
     # Four times the requests again: a per-request leak of even 500 bytes would show.
     assert grown < 4 * MiB, f"RSS grew by {grown / MiB:.1f} MiB over 16,000 requests"
+
+
+@pytest.fixture
+def falling_back(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """The same, on a route with a fallback: request bodies up to max_body are kept whole."""
+    servers = ThreadedServers({"upstream": upstream}).start()
+    url = servers.url("upstream")
+    config = write_table(
+        tmp_path / "routes.yaml",
+        {"up": f"{{url: '{url}'}}", "old": f"{{url: '{url}', kind: legacy}}"},
+        "  - {name: all, match: {path: /}, backend: up,\n"
+        "     fallback: {backend: old, statuses: [404], unsafe_methods: true}}",
+    )
+    process, gateway_url, _ = serve_process(config, "--log-level", "warning")
+    try:
+        yield process.proc.pid, int(gateway_url.rsplit(":", 1)[1])
+    finally:
+        assert process.stop() == 0
+        servers.stop()
+
+
+def test_kept_bodies_cost_at_most_max_body_each_and_larger_ones_stream(
+    falling_back: tuple[int, int],
+) -> None:
+    pid, port = falling_back
+    warm(port)
+    before = rss(pid)
+    body = b"k" * 65536  # exactly max_body: kept whole by every request
+
+    def post(_: int) -> bytes:
+        reply = RawClient(port, timeout=60).request(
+            b"POST /sink HTTP/1.1\r\nHost: gw\r\nContent-Length: 65536\r\n\r\n" + body
+        )
+        return reply.body
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        assert set(pool.map(post, range(256))) == {b"65536"}
+    # 64 in flight at once hold 4 MiB of kept bodies; their copies and buffers stay near it.
+    kept = rss(pid, "VmHWM") - before
+    assert kept < 16 * MiB, f"peak RSS grew by {kept / MiB:.1f} MiB for 64 kept bodies at once"
+    # A body past max_body is never kept: 500 MiB stream through as on any route.
+    with socket.create_connection((LOOPBACK, port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /sink HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % UPLOAD_BYTES
+        )
+        for _ in range(UPLOAD_BYTES // len(CHUNK)):
+            sock.sendall(CHUNK)
+        reply = b""
+        while not reply.endswith(str(UPLOAD_BYTES).encode()):
+            data = sock.recv(65536)
+            assert data, reply
+            reply += data
+    grown = rss(pid, "VmHWM") - before
+    assert grown < BOUND, f"peak RSS grew by {grown / MiB:.1f} MiB"
