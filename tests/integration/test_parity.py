@@ -49,7 +49,8 @@ backends:
 routes:
   - {name: everything-else, match: {path: /}, backend: monolith}
   - {name: auth, match: {path: /auth}, backend: auth}
-  - {name: catalog, match: {path: /products}, backend: catalog}
+  - {name: catalog, match: {path: /products}, backend: catalog,
+     fallback: {backend: monolith, statuses: [404]}}
   - {name: cart, match: {path: /cart}, backend: cart}
   - {name: orders, match: {path: /orders}, backend: cart}
 """
