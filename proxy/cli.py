@@ -320,22 +320,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     elif settings.workers > 1:
         return _supervise(args, settings)
-    try:
-        tls = _certificates(settings)
-    except TLSError as exc:
-        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
+    served = _public_and_admin(settings)
+    if served is None:
         return 1
-    application = _load(settings)
-    if application is None:
-        return 1
-    gateway = Listener(
-        "gateway",
-        application.public,
-        settings.host,
-        settings.port,
-        tls=tls.listening if tls is not None else None,
-    )
-    admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
+    application, tls, gateway, admin = served
     if inherited is not None:
         gateway.sock, admin.sock = inherited.public, inherited.admin
     group = ServerGroup(
@@ -351,6 +339,25 @@ def _serve(args: argparse.Namespace) -> int:
         ]
 
     return _run_with_banner(group, application, banner, inherited, tls)
+
+
+def _public_and_admin(
+    settings: Settings,
+) -> tuple[Application, Certificates | None, Listener, Listener] | None:
+    """The app, its certificates, and the gateway's and the admin port's listeners; None
+    (the reason printed) when the certificates or the table do not load."""
+    try:
+        tls = _certificates(settings)
+    except TLSError as exc:
+        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
+        return None
+    application = _load(settings)
+    if application is None:
+        return None
+    listening = tls.listening if tls is not None else None
+    gateway = Listener("gateway", application.public, settings.host, settings.port, tls=listening)
+    admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
+    return application, tls, gateway, admin
 
 
 def _tls_files(settings: Settings) -> tuple[str, str] | None:
@@ -537,23 +544,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
-    try:
-        tls = _certificates(settings)
-    except TLSError as exc:
-        print(f"strangler: cannot serve TLS: {exc}", file=sys.stderr)
+    served = _public_and_admin(settings)
+    if served is None:
         return 1
-    application = _load(settings)
-    if application is None:
-        return 1
+    application, tls, gateway, admin = served
     monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port, plain=True)
-    gateway = Listener(
-        "gateway",
-        application.public,
-        settings.host,
-        settings.port,
-        tls=tls.listening if tls is not None else None,
-    )
-    admin = Listener("admin", application.admin, settings.admin_host, settings.admin_port)
     group = ServerGroup(
         [monolith, gateway, admin],
         _drain(settings),

@@ -43,7 +43,6 @@ from proxy.errors import (
 from proxy.headers import (
     RequestHead,
     client_response_headers,
-    header_value,
     only_chunked,
     read_head,
     upstream_request_headers,
@@ -117,7 +116,7 @@ class Gateway:
         cycle = extensions.get("strangler.cycle") if extensions else None
         reply = Reply(send, request_id, cycle)
         method: str = scope["method"]
-        trace, tracestate = trace_of(headers, self._rng, self._spans is not None)
+        trace, tracestate = trace_of(head.traceparent, self._rng, self._spans is not None)
         logged = self._access_log is not None or self._spans is not None
         record = self._record(scope, head, request_id, trace, method) if logged else None
 
@@ -313,7 +312,7 @@ class Gateway:
             route=NONE,
             backend=NONE,
             kind=NONE,
-            user_agent=header_value(scope["headers"], b"user-agent"),
+            user_agent=head.user_agent.decode("latin-1") if head.user_agent else None,
         )
 
     def _finish(self, record: Finished) -> None:

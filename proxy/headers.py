@@ -95,6 +95,10 @@ class RequestHead:
     #: How many header fields, and their names and values in bytes.
     count: int
     size: int
+    #: The traceparent field when there is exactly one (proxy/tracecontext.py), else None.
+    traceparent: bytes | None = None
+    #: The first User-Agent, for the access log.
+    user_agent: bytes | None = None
 
 
 def read_head(headers: RawHeaders) -> RequestHead:
@@ -104,6 +108,9 @@ def read_head(headers: RawHeaders) -> RequestHead:
     has_body = False
     tokens: frozenset[bytes] = frozenset()
     coding: bytes | None = None
+    traceparent: bytes | None = None
+    traceparents = 0
+    agent: bytes | None = None
     size = 0
     for name, value in headers:
         size += len(name) + len(value)
@@ -119,10 +126,25 @@ def read_head(headers: RawHeaders) -> RequestHead:
             coding = value if coding is None else coding + b", " + value
         elif name == b"connection":
             tokens = tokens | _tokens(value)
+        elif name == b"traceparent":
+            traceparent, traceparents = value, traceparents + 1
+        elif name == b"user-agent" and agent is None:
+            agent = value
     rid = None
     if request_id is not None and _REQUEST_ID.match(request_id):
         rid = request_id.decode("ascii")
-    return RequestHead(host, hosts, rid, has_body, tokens, coding, len(headers), size)
+    return RequestHead(
+        host,
+        hosts,
+        rid,
+        has_body,
+        tokens,
+        coding,
+        len(headers),
+        size,
+        traceparent if traceparents == 1 else None,
+        agent,
+    )
 
 
 def only_chunked(coding: bytes) -> bool:

@@ -59,19 +59,20 @@ def compile_rewrite(pattern: Pattern, prefix: str | None, template: str | None) 
     assert template is not None
     if not template.startswith("/"):
         raise ValueError("must start with '/'")
-    try:
-        compiled = compile_pattern(template)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    captured = dict(zip(pattern.values, pattern.kinds, strict=True))
-    names = sorted(v for v, k in captured.items() if k is not Seg.LITERAL)
+    compiled = compile_pattern(template)
+    captured = {
+        value: kind
+        for value, kind in zip(pattern.values, pattern.kinds, strict=True)
+        if kind is not Seg.LITERAL
+    }
+    names = sorted(captured)
     parts: list[tuple[bool, str]] = []
     for kind, value in zip(compiled.kinds, compiled.values, strict=True):
         parts.append((False, "/"))
         if kind is Seg.LITERAL:
             parts.append((False, value))
             continue
-        if captured.get(value, Seg.LITERAL) is Seg.LITERAL:
+        if value not in captured:
             known = ", ".join("{" + n + "}" for n in names) or "none"
             raise ValueError(f"{{{value}}} is not a capture of the route (its captures: {known})")
         if captured[value] is not kind:

@@ -15,8 +15,6 @@ import random
 import re
 from typing import NamedTuple
 
-from proxy.asgi import RawHeaders
-
 #: version 00 exactly; a later version may carry more fields after a "-" (§3.2.4.1).
 _V00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _LATER = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?\Z", re.S)
@@ -64,16 +62,14 @@ def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes, bool] | None:
     return trace_id, parent_id, flags, current
 
 
-def trace_of(headers: RawHeaders, rng: random.Random, own_span: bool) -> tuple[TraceContext, bool]:
+def trace_of(
+    traceparent: bytes | None, rng: random.Random, own_span: bool
+) -> tuple[TraceContext, bool]:
     """The request's trace context, and whether its ``tracestate`` goes on with it (only
-    when its ``traceparent`` was valid). ``own_span``: the gateway exports a span for the
-    request, which the backend then has as its parent."""
-    found: bytes | None = None
-    count = 0
-    for name, value in headers:
-        if name == b"traceparent":
-            found, count = value, count + 1
-    found = found.strip(b" \t") if found is not None and count == 1 else b""
+    when its ``traceparent`` was valid). ``traceparent`` is the request's when it has exactly
+    one (:func:`proxy.headers.read_head` finds it); ``own_span``: the gateway exports a span
+    for the request, which the backend then has as its parent."""
+    found = traceparent.strip(b" \t") if traceparent is not None else b""
     parsed = parse_traceparent(found) if found else None
     if parsed is None:
         trace_id = f"{rng.getrandbits(128):032x}"

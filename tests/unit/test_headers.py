@@ -468,3 +468,11 @@ def test_client_headers_never_keep_what_the_backends_connection_nominates(
         assert name == name.lower()
         assert name not in dropped
     assert kept == [(name.lower(), value) for name, value in headers if name.lower() not in dropped]
+
+
+def test_read_head_keeps_one_traceparent_and_the_first_user_agent() -> None:
+    one = read_head([(b"traceparent", b"00-a-b-01"), (b"user-agent", b"a"), (b"user-agent", b"b")])
+    assert (one.traceparent, one.user_agent) == (b"00-a-b-01", b"a")
+    # Two traceparents are no trace to continue: none is kept (a new trace starts).
+    two = read_head([(b"traceparent", b"00-a-b-01"), (b"traceparent", b"00-c-d-01")])
+    assert (two.traceparent, two.user_agent) == (None, None)

@@ -10,7 +10,8 @@ import re
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy.tracecontext import parse_traceparent, trace_of
+from proxy.headers import read_head
+from proxy.tracecontext import TraceContext, parse_traceparent, trace_of
 
 HEX = "0123456789abcdef"
 NEW = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-01")
@@ -55,6 +56,11 @@ def malformed(draw: st.DrawFn) -> bytes:
     return broken
 
 
+def traced(sent: list[tuple[bytes, bytes]], seed: int, own_span: bool) -> tuple[TraceContext, bool]:
+    """The trace context of a request with ``sent`` headers, as the gateway reads it."""
+    return trace_of(read_head(sent).traceparent, random.Random(seed), own_span)
+
+
 def headers(*traceparents: bytes, state: bytes | None = b"vendor=1") -> list[tuple[bytes, bytes]]:
     out = [(b"traceparent", value) for value in traceparents]
     if state is not None:
@@ -64,7 +70,7 @@ def headers(*traceparents: bytes, state: bytes | None = b"vendor=1") -> list[tup
 
 @given(valid(), st.booleans())
 def test_a_valid_traceparent_keeps_its_trace(value: bytes, own_span: bool) -> None:
-    context, keep_state = trace_of(headers(value), random.Random(1), own_span)
+    context, keep_state = traced(headers(value), 1, own_span)
     assert keep_state
     assert context.trace_id == value[3:35].decode()
     assert context.parent_id == value[36:52].decode()
@@ -79,7 +85,7 @@ def test_a_valid_traceparent_keeps_its_trace(value: bytes, own_span: bool) -> No
 
 @given(malformed(), st.booleans())
 def test_a_malformed_traceparent_starts_a_new_trace(value: bytes, own_span: bool) -> None:
-    context, keep_state = trace_of(headers(value), random.Random(2), own_span)
+    context, keep_state = traced(headers(value), 2, own_span)
     assert not keep_state  # its tracestate belonged to the trace not continued
     assert context.parent_id is None
     assert NEW.fullmatch(context.header)
@@ -89,7 +95,7 @@ def test_a_malformed_traceparent_starts_a_new_trace(value: bytes, own_span: bool
 def test_none_or_more_than_one_starts_a_new_trace() -> None:
     good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     for sent in (headers(state=None), headers(good, good), headers(good, b"garbage")):
-        context, keep_state = trace_of(sent, random.Random(3), False)
+        context, keep_state = traced(sent, 3, False)
         assert not keep_state
         assert NEW.fullmatch(context.header)
         assert context.trace_id != "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -97,7 +103,7 @@ def test_none_or_more_than_one_starts_a_new_trace() -> None:
 
 def test_a_later_version_is_read_as_far_as_version_00_goes() -> None:
     later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next"
-    context, keep_state = trace_of(headers(later), random.Random(4), False)
+    context, keep_state = traced(headers(later), 4, False)
     assert keep_state
     assert context.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     # Passed on in the version understood here.
@@ -106,6 +112,6 @@ def test_a_later_version_is_read_as_far_as_version_00_goes() -> None:
 
 def test_surrounding_whitespace_is_not_part_of_the_value() -> None:
     good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-    context, _ = trace_of(headers(b" " + good + b"\t"), random.Random(5), False)
+    context, _ = traced(headers(b" " + good + b"\t"), 5, False)
     assert context.header == good
     assert not context.sampled
