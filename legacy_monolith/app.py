@@ -1,9 +1,9 @@
 """The stub legacy monolith: a small e-commerce application (Starlette, in-memory state).
 
 It is the "before" of a migration: users with login sessions in cookies, a product catalogue
-with filters and pagination, a cart, orders, one server-rendered HTML page and a live page
-(a WebSocket ticker and an event stream, legacy_monolith/live.py). Its answers are
-what the new services must reproduce. State lives in the app instance, seeded deterministically.
+with filters and pagination, product reviews, a cart, orders, one server-rendered HTML page
+and a live page (a WebSocket ticker and an event stream, legacy_monolith/live.py). Its answers
+are what the new services must reproduce. State lives in the app instance, seeded deterministically.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Store:
     def __init__(self) -> None:
         self.users = data.seed_users()
         self.products = data.seed_products()
+        self.reviews = data.seed_reviews()
         self.carts: dict[int, dict[int, int]] = {}
         self.orders: dict[int, dict[str, Any]] = {}
         self.next_order_id = 1001
@@ -160,6 +161,12 @@ def create_app(secret: str | None = None) -> Starlette:
             return _error(404, "not_found", "no such product")
         return Response(data.product_image(pid), media_type="application/octet-stream")
 
+    async def product_reviews(request: Request) -> Response:
+        pid = _int(request.path_params["id"])
+        if pid not in store.products:
+            return _error(404, "not_found", "no such product")
+        return JSONResponse(data.review_summary(pid, store.reviews[pid]))
+
     def cart_view(user: data.User) -> dict[str, Any]:
         cart = store.carts.get(user.id, {})
         lines = [
@@ -228,6 +235,7 @@ def create_app(secret: str | None = None) -> Starlette:
             Route("/products", products),
             Route("/products/{id}", product),
             Route("/products/{id}/image", product_image),
+            Route("/products/{id}/reviews", product_reviews),
             Route("/cart", cart, methods=["GET", "POST"]),
             Route("/cart/items", cart, methods=["POST"]),
             Route("/cart/items/{id}", cart_item, methods=["DELETE"]),

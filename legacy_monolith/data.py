@@ -82,6 +82,43 @@ def seed_products() -> dict[int, dict[str, Any]]:
     return products
 
 
+_REVIEW_TEXTS = (
+    "Does what it says.",
+    "Better than I expected.",
+    "Arrived late, works fine.",
+    "Would buy again.",
+    "Not for me.",
+)
+
+
+def seed_reviews() -> dict[int, list[dict[str, Any]]]:
+    """Every product's reviews, oldest first: none to three each, written by the seed users."""
+    authors = [user.username for user in seed_users().values()]
+    return {
+        pid: [
+            {
+                "id": pid * 10 + n,
+                "author": authors[(pid + n) % len(authors)],
+                "rating": 1 + (pid * 3 + n * 2) % 5,
+                "text": _REVIEW_TEXTS[(pid + n * 3) % len(_REVIEW_TEXTS)],
+            }
+            for n in range(pid % 4)
+        ]
+        for pid in range(1, PRODUCT_COUNT + 1)
+    }
+
+
+def review_summary(pid: int, reviews: list[dict[str, Any]]) -> dict[str, Any]:
+    """A product's reviews as ``GET /products/{id}/reviews`` answers them."""
+    ratings = [review["rating"] for review in reviews]
+    return {
+        "product_id": pid,
+        "count": len(reviews),
+        "average_rating": round(sum(ratings) / len(ratings), 2) if ratings else None,
+        "reviews": reviews,
+    }
+
+
 def product_image(pid: int) -> bytes:
     """A small deterministic binary body (bytes 0-255 included), standing in for an image."""
     seed = hashlib.sha256(f"product-{pid}".encode()).digest()

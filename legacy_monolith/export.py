@@ -26,6 +26,7 @@ def export() -> dict[str, Any]:
             for user in data.seed_users().values()
         ],
         "products": list(data.seed_products().values()),
+        "reviews": {str(pid): reviews for pid, reviews in data.seed_reviews().items()},
         "images": {
             str(pid): base64.b64encode(data.product_image(pid)).decode("ascii")
             for pid in data.seed_products()

@@ -44,6 +44,8 @@ from proxy.tls import Certificates, TLSError, load_pair
 from proxy.workers import MULTIPROC_DIR, Supervisor, WorkerSockets, watch_supervisor
 
 MONOLITH_PORT = 8081
+#: Where `strangler demo` runs the reviews service (config/routes.yaml's `reviews` backend).
+REVIEWS_PORT = 8082
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(demo)
     _serving_flags(demo, default_host="127.0.0.1")
     demo.add_argument("--monolith-port", type=int, default=MONOLITH_PORT)
+    demo.add_argument("--reviews-port", type=int, default=REVIEWS_PORT)
     demo.set_defaults(run=_demo)
     return parser
 
@@ -541,6 +544,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from legacy_monolith.app import create_app as create_monolith
+    from new_services.reviews.app import create_app as create_reviews
 
     settings = _settings(args)
     _setup_logging(settings.log_level)
@@ -549,8 +553,10 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     application, tls, gateway, admin = served
     monolith = Listener("monolith", create_monolith(), "127.0.0.1", args.monolith_port, plain=True)
+    # The one new service that is an HTTP server of its own rather than a function.
+    reviews = Listener("reviews", create_reviews(), "127.0.0.1", args.reviews_port, plain=True)
     group = ServerGroup(
-        [monolith, gateway, admin],
+        [monolith, reviews, gateway, admin],
         _drain(settings),
         application.start_draining,
         _guard(settings),
@@ -562,8 +568,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"  gateway   {gateway.url}        routes from {settings.config}",
             f"  admin     {admin.url}/routes",
             f"  monolith  {monolith.url}        the legacy application, direct",
+            f"  reviews   {reviews.url}        the reviews service, direct (its own paths)",
             "",
             f"  try:  curl -i {gateway.url}/products?category=books",
+            f"        curl -i {gateway.url}/products/7/reviews",
             "        curl -i -H 'Content-Type: application/json' "
             '-d \'{"username":"alice","password":"alice-password"}\' '
             f"{gateway.url}/auth/login",

@@ -523,11 +523,34 @@ def serve_process(
     return process, gateway, admin
 
 
-def demo_process(config: Path, monolith_port: int, data_dir: Path) -> tuple[Process, str, str]:
-    """`strangler demo` with ``config`` (its monolith on ``monolith_port``), the gateway and the
-    admin port on ports the kernel picks, the function services' state in ``data_dir``: the
-    process, and the gateway's and the admin port's URLs as its banner announces them. Stop it
-    with SIGINT (Ctrl-C)."""
+@dataclass(frozen=True)
+class DemoPorts:
+    """Where a test's `strangler demo` runs its two plain servers: the monolith and the
+    reviews service (config/routes.yaml has them on 8081 and 8082)."""
+
+    monolith: int
+    reviews: int
+
+    @classmethod
+    def free(cls) -> DemoPorts:
+        return cls(free_port(), free_port())
+
+
+def shipped_table(directory: Path, ports: DemoPorts) -> Path:
+    """config/routes.yaml, as shipped but for its monolith's and reviews service's ports."""
+    config = directory / "routes.yaml"
+    text = (ROOT / "config" / "routes.yaml").read_text()
+    for shipped, port in ((8081, ports.monolith), (8082, ports.reviews)):
+        text = text.replace(f"http://127.0.0.1:{shipped}", f"http://127.0.0.1:{port}")
+    config.write_text(text)
+    return config
+
+
+def demo_process(config: Path, ports: DemoPorts, data_dir: Path) -> tuple[Process, str, str]:
+    """`strangler demo` with ``config`` (its monolith and reviews service on ``ports``), the
+    gateway and the admin port on ports the kernel picks, the function services' state in
+    ``data_dir``: the process, and the gateway's and the admin port's URLs as its banner
+    announces them. Stop it with SIGINT (Ctrl-C)."""
     process = Process(
         [
             sys.executable,
@@ -541,7 +564,9 @@ def demo_process(config: Path, monolith_port: int, data_dir: Path) -> tuple[Proc
             "--admin-port",
             "0",
             "--monolith-port",
-            str(monolith_port),
+            str(ports.monolith),
+            "--reviews-port",
+            str(ports.reviews),
         ],
         # The function services keep their state here, not in the shared temp directory.
         env={"STRANGLER_DATA_DIR": str(data_dir)},

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import Process, demo_process, free_port, serve_process, wait_for
+from tests.support import (
+    DemoPorts,
+    Process,
+    demo_process,
+    serve_process,
+    shipped_table,
+    wait_for,
+)
 
 pytestmark = pytest.mark.sockets
 
@@ -319,12 +327,8 @@ def test_settings_come_from_the_environment(tmp_path: Path, monolith: str) -> No
 
 
 def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    monolith_port = free_port()
-    config = tmp_path / "routes.yaml"
-    config.write_text(
-        (ROOT / "config" / "routes.yaml").read_text().replace("8081", str(monolith_port))
-    )
-    process, gateway, admin = demo_process(config, monolith_port, tmp_path / "data")
+    ports = DemoPorts.free()
+    process, gateway, admin = demo_process(shipped_table(tmp_path, ports), ports, tmp_path / "data")
     try:
         routes = {r["name"]: r for r in httpx.get(f"{admin}/routes").json()["routes"]}
         assert routes["auth"]["backends"] == [{"name": "auth", "kind": "new", "weight": 100.0}]
@@ -360,6 +364,43 @@ def test_demo_serves_the_migration_in_progress_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         assert process.stop(signal.SIGINT) == 0
     assert wait_for(lambda: process.proc.poll() is not None)
+
+
+def test_demo_serves_reviews_from_the_reviews_service_under_its_own_paths(tmp_path: Path) -> None:
+    """The demo's rewrite: the reviews service knows only /reviews/by-product/{id}; clients
+    keep the monolith's /products/{id}/reviews and get the monolith's bytes."""
+    ports = DemoPorts.free()
+    process, gateway, admin = demo_process(shipped_table(tmp_path, ports), ports, tmp_path / "data")
+    try:
+        monolith = process.wait_for_line(r"monolith\s+(http://\S+)").group(1)
+        reviews = process.wait_for_line(r"reviews\s+(http://\S+)").group(1)
+        assert reviews == f"http://127.0.0.1:{ports.reviews}"
+        ids = [str(pid) for pid in range(0, 32)] + ["07", "x"]
+        for pid in ids:
+            through = httpx.get(f"{gateway}/products/{pid}/reviews?sort=newest")
+            legacy = httpx.get(f"{monolith}/products/{pid}/reviews?sort=newest")
+            direct = httpx.get(f"{reviews}/reviews/by-product/{pid}")
+            assert (through.status_code, through.content) == (legacy.status_code, legacy.content)
+            assert (direct.status_code, direct.content) == (legacy.status_code, legacy.content)
+            assert through.headers["content-type"] == legacy.headers["content-type"]
+        assert httpx.get(f"{gateway}/products/7/reviews").json()["count"] == 3
+        # The service has its own layout: without the rewrite the monolith's path is unknown.
+        assert httpx.get(f"{reviews}/products/7/reviews").status_code == 404
+        served = route_counts(admin, "reviews")
+        assert served == {("reviews", "200"): 32.0, ("reviews", "404"): 3.0}
+    finally:
+        assert process.stop(signal.SIGINT) == 0
+
+
+def route_counts(admin: str, route: str) -> dict[tuple[str, str], float]:
+    """``strangler_requests_total`` of one route, by backend and status code."""
+    text = httpx.get(f"{admin}/metrics").text
+    return {
+        (sample.labels["backend"], sample.labels["code"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "strangler_requests_total" and sample.labels["route"] == route
+    }
 
 
 # ---- status ------------------------------------------------------------------------------------

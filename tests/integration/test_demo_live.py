@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from legacy_monolith import live
-from tests.support import ROOT, demo_process, free_port, serve_process
+from tests.support import DemoPorts, demo_process, free_port, serve_process, shipped_table
 
 pytestmark = pytest.mark.sockets
 
@@ -69,9 +69,8 @@ class Demo:
 def demo(tmp_path: Path) -> Iterator[Demo]:
     """`strangler demo` with the shipped table (its monolith URL moved to a free port), the
     gateway and the admin port on ports the kernel picks; stopped with Ctrl-C by its pid."""
-    monolith_port = free_port()
-    config = shipped_table(tmp_path, str(monolith_port))
-    process, gateway, admin = demo_process(config, monolith_port, tmp_path / "data")
+    ports = DemoPorts.free()
+    process, gateway, admin = demo_process(shipped_table(tmp_path, ports), ports, tmp_path / "data")
     try:
         monolith = process.wait_for_line(r"monolith\s+(http://\S+)").group(1)
         yield Demo(gateway, admin, monolith)
@@ -92,7 +91,7 @@ def test_the_live_page_works_through_the_gateway_to_the_monolith_alone(
     """`strangler serve` with the shipped table in front of plain uvicorn: the gateway's part
     without the demo's."""
     process, gateway, admin = serve_process(
-        shipped_table(tmp_path, monolith.rsplit(":", 1)[1]),
+        shipped_table(tmp_path, DemoPorts(int(monolith.rsplit(":", 1)[1]), free_port())),
         env={"STRANGLER_DATA_DIR": str(tmp_path / "data")},
     )
     try:
@@ -173,13 +172,6 @@ def assert_the_gateway_counted_the_upgrade(admin: str) -> None:
     expected = {("GET", "101"): 1.0, ("GET", "200"): 2.0}
     counted = wait_until(lambda: live_requests(admin), lambda got: got == expected)
     assert counted == expected
-
-
-def shipped_table(tmp_path: Path, monolith_port: str) -> Path:
-    """config/routes.yaml with its monolith on ``monolith_port``."""
-    config = tmp_path / "routes.yaml"
-    config.write_text((ROOT / "config" / "routes.yaml").read_text().replace("8081", monolith_port))
-    return config
 
 
 def live_requests(admin: str) -> dict[tuple[str, str], float]:
