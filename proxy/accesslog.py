@@ -82,6 +82,11 @@ class Finished:
     fallback: str | None = None
     #: The gateway's error code, or None.
     error: str | None = None
+    #: The route's authorizer, its result (allow, deny, unauthenticated, error, cached) and
+    #: the seconds the request waited for it; None on a route without one.
+    authorizer: str | None = None
+    authorizer_result: str | None = None
+    authorizer_wait: float | None = None
     #: What happened on the way, for a span's events: (name, Unix time, attributes).
     events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
 
@@ -137,6 +142,9 @@ class AccessLog:
             f'"attempts":{record.attempts},'
             f'"fallback":{_text(record.fallback)},'
             f'"error":{_text(record.error)},'
+            f'"authorizer":{_text(record.authorizer)},'
+            f'"authorizer_result":{_text(record.authorizer_result)},'
+            f'"authorizer_ms":{_ms(record.authorizer_wait)},'
             f'"user_agent":{_text(agent)}}}\n'
         ).encode("ascii")
 

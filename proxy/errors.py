@@ -113,6 +113,25 @@ class UpstreamTimeout(GatewayError):
     backend_failure = True
 
 
+class Unauthorized(GatewayError):
+    """A route's authorizer needs an identity the request does not carry (docs/authorizers.md)."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(GatewayError):
+    """A function authorizer answered ``isAuthorized: false``."""
+
+    status, code = 403, "forbidden"
+
+
+class AuthorizerUnavailable(GatewayError):
+    """A route's authorizer could not decide (refused, timed out, answered nonsense): never an
+    allow."""
+
+    status, code = 503, "authorizer_unavailable"
+
+
 class UpstreamStatus(GatewayError):
     """A complete backend answer whose status the route lists as a failure (``retries`` or
     ``fallback`` ``statuses``), held back from the client while the gateway may try elsewhere.

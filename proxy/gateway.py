@@ -24,12 +24,14 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from proxy.accesslog import AccessLog, Finished
-from proxy.asgi import Receive, Scope, Send
+from proxy.asgi import RawHeaders, Receive, Scope, Send
 from proxy.attempt import Failed, attempt
+from proxy.authorizer import Allow, Authorizer, Deny, Outcome
 from proxy.backends.base import Answer, ProxyRequest
 from proxy.clientaddr import TrustedProxies
 from proxy.cycle import Cycle
 from proxy.errors import (
+    AuthorizerUnavailable,
     BadRequest,
     ClientDisconnected,
     GatewayError,
@@ -37,6 +39,7 @@ from proxy.errors import (
     MethodNotAllowed,
     NotImplementedHere,
     RequestTimeout,
+    Unauthorized,
     UpgradeNotSupported,
     UriTooLong,
 )
@@ -138,13 +141,6 @@ class Gateway:
         if record is not None:
             record.path, record.route = resolved.path, route.name
         state = live.state(route)
-        backend, minted = route.choose(headers, self._rng)
-        if minted is not None:
-            sticky = route.sticky
-            assert sticky is not None
-            assert sticky.cookie is not None
-            cookie = sticky.cookie + b"=" + minted.encode() + STICKY_COOKIE
-            reply.extra_headers = [(b"set-cookie", cookie)]
         client = scope.get("client")
         forwarding = self._trusted.resolve(client[0] if client else "0.0.0.0", headers)
         if record is not None:
@@ -173,6 +169,12 @@ class Gateway:
             traceparent=trace.header,
             tracestate=tracestate,
         )
+        authorizer = route.authorizer
+        if authorizer is not None and authorizer.identity_headers:
+            # Whatever the authorizer answers, a client never sets its own identity headers
+            # (docs/authorizers.md, "Anti-spoofing").
+            drop = authorizer.identity_headers
+            upstream_headers = [(n, v) for n, v in upstream_headers if n not in drop]
         target_path = None
         if route.rewrite is not None:
             target_path, replaced = route.rewrite.apply(resolved.path, resolved.captures)
@@ -180,12 +182,7 @@ class Gateway:
                 # What was replaced, so that the backend can build links to itself.
                 upstream_headers.append((b"x-forwarded-prefix", replaced.encode("ascii")))
         spec = route.spec
-        if spec.request_headers is not None:
-            upstream_headers = spec.request_headers.apply(upstream_headers)
         upgrade = cycle.upgrade if cycle is not None else None
-        if upgrade is not None:
-            # The two hop-by-hop fields that pass, and only for a WebSocket handshake.
-            upstream_headers += ((b"connection", b"upgrade"), (b"upgrade", upgrade))
         request = ProxyRequest(
             method=method,
             path=resolved.path,
@@ -206,6 +203,22 @@ class Gateway:
             timeout=spec.timeout,
             idle_timeout=spec.idle_timeout,
         )
+        if authorizer is not None and not await self._authorize(
+            authorizer, route.optional, request, headers, reply, record, started_at
+        ):
+            return
+        if spec.request_headers is not None:
+            request.headers = spec.request_headers.apply(request.headers)
+        if upgrade is not None:
+            # The two hop-by-hop fields that pass, and only for a WebSocket handshake.
+            request.headers += ((b"connection", b"upgrade"), (b"upgrade", upgrade))
+        backend, minted = route.choose(headers, self._rng)
+        if minted is not None:
+            sticky = route.sticky
+            assert sticky is not None
+            assert sticky.cookie is not None
+            cookie = sticky.cookie + b"=" + minted.encode() + STICKY_COOKIE
+            reply.extra_headers = [(b"set-cookie", cookie)]
         job = None
         shadow = route.shadow
         if (
@@ -295,6 +308,62 @@ class Gateway:
                     record.bytes_in = body.received if body is not None else 0
                     record.bytes_out = reply.sent
                 self._finish(record)
+
+    async def _authorize(
+        self,
+        authorizer: Authorizer,
+        optional: bool,
+        request: ProxyRequest,
+        headers: RawHeaders,
+        reply: Reply,
+        record: Finished | None,
+        started_at: float,
+    ) -> bool:
+        """Ask the route's authorizer (docs/authorizers.md). Allowed: the identity goes onto
+        ``request`` and True. Otherwise the client has its answer (the denial, 401, 403 or
+        503), the request is logged, and False; with ``optional``, a request without the
+        identity or denied goes on unauthenticated (True) and only a failure stops it."""
+        waited = time.perf_counter()
+        result = "error"
+        error: GatewayError | None = None
+        outcome: Outcome | None = None
+        try:
+            result, outcome = await authorizer.decide(request, headers)
+        except AuthorizerUnavailable as exc:
+            log.warning("%s %s: %s", _where(request, NONE), exc.code, exc.detail)
+            error = exc
+        finally:
+            if record is not None:
+                record.authorizer, record.authorizer_result = authorizer.name, result
+                record.authorizer_wait = time.perf_counter() - waited
+        if isinstance(outcome, Allow):
+            request.headers += outcome.headers
+            request.identity = outcome.context
+            return True
+        if error is None and optional:
+            return True
+        if error is not None:
+            await reply.error(error)
+        elif outcome is None:
+            await reply.error(Unauthorized("this route needs an identity the request lacks"))
+        elif outcome.error is not None:
+            await reply.error(outcome.error)
+        else:
+            # The authorizer's own answer (a login redirect, its 401 page), as it sent it.
+            denial = [*outcome.headers, (b"x-request-id", request.request_id.encode("ascii"))]
+            if outcome.status not in (204, 304):
+                denial.append((b"content-length", b"%d" % len(outcome.body)))
+            await reply.start(outcome.status, denial, outcome.body, False)
+        if record is not None:
+            record.status, record.duration = reply.status, time.perf_counter() - started_at
+            record.error = error.code if error is not None else None
+            if outcome is None and error is None:
+                record.error = Unauthorized.code
+            elif isinstance(outcome, Deny) and outcome.error is not None:
+                record.error = outcome.error.code
+            record.bytes_out = reply.sent
+            self._finish(record)
+        return False
 
     def _record(
         self, scope: Scope, head: RequestHead, request_id: str, trace: TraceContext, method: str

@@ -84,5 +84,8 @@ def publish(table: CompiledTable, metrics: Metrics, previous: Live | None = None
             if isinstance(backend, GuardedBackend) and id(backend) not in carried:
                 backend.retire()
     metrics.retire({route.name: route.backend_names for route in table.router.routes})
+    children = metrics.bind_authorizers(table.authorizers)
+    for name, authorizer in table.authorizers.items():
+        authorizer.metrics = children[name]
     metrics.table_loaded(table.loaded_at)
     return Live(table, tuple(states), metrics.unmatched.backends[NONE])

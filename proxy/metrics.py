@@ -54,6 +54,8 @@ ERROR_REASONS = {
     "upstream_status": "status",
 }
 ABORTED = "aborted"
+#: `strangler_authorizer_requests_total` results (docs/authorizers.md).
+AUTHORIZER_RESULTS = ("allow", "deny", "unauthenticated", "error", "cached")
 BREAKER_STATES = ("closed", "open", "half_open")
 
 
@@ -144,6 +146,22 @@ class Metrics:
             ["route", "backend", "reason"],
             registry=registry,
         )
+        self.authorizer_requests = Counter(
+            "strangler_authorizer_requests",
+            "Requests on routes with an authorizer, by its decision: allow, deny, "
+            "unauthenticated (no identity: not called), error, cached (answered from its cache).",
+            ["authorizer", "result"],
+            registry=registry,
+        )
+        self.authorizer_duration = Histogram(
+            "strangler_authorizer_duration_seconds",
+            "Time an authorizer took to answer a call (cached answers are not calls).",
+            ["authorizer"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        #: Authorizer name -> its bound children.
+        self.authorizers: dict[str, AuthorizerMetrics] = {}
         self.telemetry_dropped = Counter(
             "strangler_telemetry_dropped",
             "Access-log lines and spans lost because stdout or the collector did not keep up.",
@@ -225,6 +243,18 @@ class Metrics:
         bound.bind(backends)
         return bound
 
+    def bind_authorizers(self, names: Iterable[str]) -> dict[str, AuthorizerMetrics]:
+        """The children of the table's authorizers; the series of authorizers it no longer has
+        are removed."""
+        wanted = set(names)
+        with _removing():
+            for name in [name for name in self.authorizers if name not in wanted]:
+                self.authorizers.pop(name).remove()
+        for name in wanted:
+            if name not in self.authorizers:
+                self.authorizers[name] = AuthorizerMetrics(self, name)
+        return self.authorizers
+
     def table_loaded(self, when: float | None = None) -> None:
         self.reloads.labels("success").inc()
         self.last_reload_ok.set(1)
@@ -282,6 +312,9 @@ class Metrics:
         """Whether a series' route and backend labels name what the live table has."""
         route = labels.get("route")
         backend = labels.get("backend")
+        authorizer = labels.get("authorizer")
+        if authorizer is not None:
+            return authorizer in self.authorizers
         if route is None:
             return backend is None or backend in self._breakers
         if route == NONE:
@@ -485,6 +518,29 @@ class BackendMetrics:
             self._tunnels_child = None
         if route != NONE:
             metrics.weight.remove(route, self.name, self.kind)
+
+
+class AuthorizerMetrics:
+    """One authorizer's series: every result's counter (0 until counted) and its latency."""
+
+    __slots__ = ("_metrics", "_results", "duration", "name")
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self._metrics = metrics
+        self.name = name
+        self._results = {r: metrics.authorizer_requests.labels(name, r) for r in AUTHORIZER_RESULTS}
+        self.duration = metrics.authorizer_duration.labels(name)
+
+    def result(self, result: str) -> None:
+        self._results[result].inc()
+
+    def observe(self, seconds: float) -> None:
+        self.duration.observe(seconds)
+
+    def remove(self) -> None:
+        for result in self._results:
+            self._metrics.authorizer_requests.remove(self.name, result)
+        self._metrics.authorizer_duration.remove(self.name)
 
 
 class RouteMetrics:

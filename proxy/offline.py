@@ -83,6 +83,11 @@ def explain_request(
             rewritten, replaced = route.rewrite.apply(path, winner.captures or {})
             told = f"; X-Forwarded-Prefix: {replaced}" if replaced else ""
             lines.append(f"rewrite   {rewritten}   (what url backends receive{told})")
+        authorizer = route.authorizer
+        if authorizer is not None:
+            identity = ", ".join(str(source) for source in authorizer.spec.identity)
+            mode = "; optional" if route.optional else ""
+            lines.append(f"auth      {authorizer.name}   (authorizer; identity {identity}{mode})")
         for backend, weight in route.backends:
             share = f"{weight * 100 / WEIGHT_SCALE:g}%"
             lines.append(f"backend   {backend.name} ({backend.kind.value}) {share}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import watchfiles
 
+from proxy.authorizer import Authorizer
 from proxy.backends.base import Backend
 from proxy.live import Live, publish
 from proxy.metrics import Metrics
@@ -98,7 +99,9 @@ class Reloader:
             # The same bad bytes again: already reported and counted once.
             return ReloadResult(False, old.version, self._rejected_problems)
         try:
-            new = compile_table(parse_table(data, self.path), self._carry_over(old))
+            new = compile_table(
+                parse_table(data, self.path), self._carry_over(old), old.authorizers
+            )
         except TableError as exc:
             return self._rejected(trigger, version, exc.problems)
         self._rejected_version = None
@@ -109,7 +112,11 @@ class Reloader:
             "%s: loaded version %s (was %s) on %s", self.path, new.version, old.version, trigger
         )
         kept = {id(backend) for backend in new.backends.values()}
-        dropped = [b for b in old.backends.values() if id(b) not in kept]
+        kept |= {id(authorizer) for authorizer in new.authorizers.values()}
+        dropped: list[Backend | Authorizer] = [
+            b for b in old.backends.values() if id(b) not in kept
+        ]
+        dropped += [a for a in old.authorizers.values() if id(a) not in kept]
         if dropped:
             task = asyncio.get_running_loop().create_task(self._close_after(live, dropped))
             self._closing.add(task)
@@ -144,7 +151,7 @@ class Reloader:
         )
         return ReloadResult(changed=False, version=self._runtime.table.version, problems=problems)
 
-    async def _close_after(self, old: Live, backends: list[Backend]) -> None:
+    async def _close_after(self, old: Live, backends: list[Backend | Authorizer]) -> None:
         await old.usage.drained()
         for backend in backends:
             await backend.aclose()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from proxy.asgi import RawHeaders
+from proxy.authorizer import Authorizer, backend_spec
 from proxy.backends.base import Backend
 from proxy.errors import BadRequest, NoRoute
 from proxy.headers import cookie_value, header_value
@@ -115,6 +116,10 @@ class CompiledRoute:
     shadow: CompiledShadow | None = None
     #: What url backends get as the path instead of the normalised one (proxy/rewrite.py).
     rewrite: Rewrite | None = None
+    #: Asked before a backend is chosen (docs/authorizers.md); with ``optional``, a request it
+    #: does not allow goes on unauthenticated.
+    authorizer: Authorizer | None = None
+    optional: bool = False
 
     @property
     def name(self) -> str:
@@ -235,6 +240,7 @@ class CompiledTable:
     #: Request fields some route matches or sticks on: a Connection option may not remove
     #: them from what the backend receives (proxy.headers.NEVER_NOMINATED says why).
     routed_headers: frozenset[bytes] = frozenset()
+    authorizers: Mapping[str, Authorizer] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     #: Host values already normalised (a gateway sees few; the cache stops growing at
     #: HOSTS_KEPT rather than let clients fill it).
@@ -283,9 +289,14 @@ class CompiledTable:
         return self.router.explain(method, match_segments(path), name, headers)
 
 
-def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledTable:
-    """Build backends and routes; a backend that cannot be built is a :class:`TableError`.
-    Nothing live is touched: publishing is proxy.live's."""
+def compile_table(
+    table: model.Table,
+    make_backend: BackendFactory,
+    previous: Mapping[str, Authorizer] | None = None,
+) -> CompiledTable:
+    """Build backends, authorizers and routes; one that cannot be built is a
+    :class:`TableError`. An authorizer of ``previous`` whose settings are unchanged is kept,
+    with its cache. Nothing live is touched: publishing is proxy.live's."""
     problems: list[Problem] = []
     backends: dict[str, Backend] = {}
     for name, spec in table.backends.items():
@@ -293,16 +304,34 @@ def compile_table(table: model.Table, make_backend: BackendFactory) -> CompiledT
             backends[name] = make_backend(spec)
         except ValueError as exc:
             problems.append(Problem(spec.location, f"backends.{name}: {exc}"))
+    authorizers: dict[str, Authorizer] = {}
+    for name, authorizer in table.authorizers.items():
+        kept = (previous or {}).get(name)
+        if kept is not None and kept.spec == authorizer:
+            authorizers[name] = kept
+            continue
+        try:
+            authorizers[name] = Authorizer(authorizer, make_backend(backend_spec(authorizer)))
+        except ValueError as exc:
+            problems.append(Problem(authorizer.location, f"authorizers.{name}: {exc}"))
     if problems:
         raise TableError(problems)
     ordered = sorted(table.routes, key=lambda route: _precedence(route))
-    routes = tuple(_compile_route(route, slot, backends) for slot, route in enumerate(ordered))
+    routes = tuple(
+        _compile_route(route, slot, backends, authorizers) for slot, route in enumerate(ordered)
+    )
     routed: set[bytes] = set()
     for route in routes:
         routed.update(name for name, _ in route.headers)
         if route.sticky is not None:
             routed.add(route.sticky.header or b"cookie")
-    return CompiledTable(table, Router(routes), MappingProxyType(backends), frozenset(routed))
+    return CompiledTable(
+        table,
+        Router(routes),
+        MappingProxyType(backends),
+        frozenset(routed),
+        MappingProxyType(authorizers),
+    )
 
 
 def _precedence(route: model.Route) -> tuple[tuple[int, ...], int, int]:
@@ -312,7 +341,12 @@ def _precedence(route: model.Route) -> tuple[tuple[int, ...], int, int]:
     return compile_pattern(match.path).rank, -conditions, route.index
 
 
-def _compile_route(route: model.Route, slot: int, backends: dict[str, Backend]) -> CompiledRoute:
+def _compile_route(
+    route: model.Route,
+    slot: int,
+    backends: dict[str, Backend],
+    authorizers: dict[str, Authorizer],
+) -> CompiledRoute:
     match = route.match
     weighted = tuple((backends[name], weight) for name, weight in route.split)
     fallback = backends[route.fallback] if route.fallback is not None else None
@@ -348,6 +382,8 @@ def _compile_route(route: model.Route, slot: int, backends: dict[str, Backend]) 
         held_statuses=fallback_statuses | retry_statuses,
         shadow=shadow,
         rewrite=compile_rewrite(pattern, rewrite.prefix, rewrite.path) if rewrite else None,
+        authorizer=authorizers[route.authorizer] if route.authorizer is not None else None,
+        optional=route.authorizer_optional,
     )
 
 

@@ -9,10 +9,13 @@ backend and path each must get, checked against a compiled table without serving
   expect: { route: catalog, backend: catalog }
 - request: { method: GET, path: "/api/v1/orders/42?x=1" }
   expect: { route: orders-v1, path: /orders/42 }
+- request: { method: GET, path: /cart }
+  expect: { route: cart, authorizer: legacy-session }
 ```
 
 ``path`` is what a url backend gets as the path after the route's ``rewrite`` (before the
-backend's own base path, without the query).
+backend's own base path, without the query); ``authorizer`` the name of the route's
+authorizer, or ``none``.
 
 ``route: none`` expects no route to match (or the path to be refused). A backend can only be
 expected where it is certain: a route with one live backend, or a sticky split given its key.
@@ -30,7 +33,7 @@ from proxy.table.yamlnodes import NodeReader, Problem
 
 _CASE_KEYS = frozenset({"request", "expect"})
 _REQUEST_KEYS = frozenset({"method", "path", "host", "headers"})
-_EXPECT_KEYS = frozenset({"route", "backend", "path"})
+_EXPECT_KEYS = frozenset({"route", "backend", "path", "authorizer"})
 
 
 def run_route_tests(table: CompiledTable, path: str) -> tuple[int, list[Problem]]:
@@ -83,22 +86,26 @@ def _run_case(reader: NodeReader, table: CompiledTable, number: int, node: Node)
     if fields.get("host"):
         headers.append((b"host", str(fields["host"]).encode("latin-1")))
     label = f"case {number} ({method} {raw_path})"
-    got_route, got_backend, got_path, why = _decide(table, method, raw_path, headers)
+    got_route, got_backend, got_path, got_authorizer, why = _decide(
+        table, method, raw_path, headers
+    )
     if "route" in wanted and wanted["route"] != got_route:
         return f"{label}: expected route {wanted['route']}, got {got_route}{why}"
     if "backend" in wanted and wanted["backend"] != got_backend:
         return f"{label}: expected backend {wanted['backend']}, got {got_backend}{why}"
     if "path" in wanted and wanted["path"] != got_path:
         return f"{label}: expected path {wanted['path']}, got {got_path}{why}"
+    if "authorizer" in wanted and wanted["authorizer"] != got_authorizer:
+        return f"{label}: expected authorizer {wanted['authorizer']}, got {got_authorizer}"
     return None
 
 
 def _decide(
     table: CompiledTable, method: str, raw_path: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[str, str, str, str]:
-    """The route, backend and path (rewritten, before a url backend's base path, without the
-    query) the gateway would give the request (its own resolution), and why, when that is not
-    plain: a refused request has route, backend and path ``none``."""
+) -> tuple[str, str, str, str, str]:
+    """The route, backend, path (rewritten, before a url backend's base path, without the
+    query) and authorizer the gateway would give the request (its own resolution), and why,
+    when that is not plain: a refused request has ``none`` for all four."""
     host = header_value(headers, b"host")
     try:
         resolved = table.resolve(
@@ -108,15 +115,17 @@ def _decide(
             headers,
         )
     except NoRoute:
-        return "none", "none", "none", ""
+        return "none", "none", "none", "none", ""
     except BadRequest as exc:
-        return "none", "none", "none", f" (400: {exc.message})"
+        return "none", "none", "none", "none", f" (400: {exc.message})"
     route = resolved.route
     path = resolved.path
     if route.rewrite is not None:
         path = route.rewrite.apply(path, resolved.captures)[0]
+    authorizer = route.authorizer.name if route.authorizer is not None else "none"
     backend = route.chosen_for(headers)
     if backend is not None:
-        return route.name, backend.name, path, ""
+        return route.name, backend.name, path, authorizer, ""
     live = ", ".join(b.name for b, weight in route.backends if weight > 0)
-    return route.name, f"one of {live} at random", path, " (send the sticky key to pin it)"
+    why = " (send the sticky key to pin it)"
+    return route.name, f"one of {live} at random", path, authorizer, why

@@ -95,3 +95,29 @@ def blocking(event: dict[str, Any], context: Any) -> str:
 def interim_status(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A 1xx is no answer: sent as one, the client would read the next response as this one's."""
     return {"statusCode": 100, "body": ""}
+
+
+#: The events the authorizers below were called with.
+authorizer_events: list[dict[str, Any]] = []
+
+
+def authorize(event: dict[str, Any], context: Any) -> object:
+    """A Lambda authorizer (simple responses) whose answer the token decides."""
+    authorizer_events.append(event)
+    token = event["identitySource"][0]
+    if token == "Bearer good":
+        return {"isAuthorized": True, "context": {"sub": "user-7", "roles": ["a", "b"], "n": 3}}
+    if token == "Bearer no-context":
+        return {"isAuthorized": True}
+    if token == "Bearer bad-header":
+        return {"isAuthorized": True, "context": {"sub": "x\r\nInjected: 1"}}
+    if token == "Bearer raise":
+        raise RuntimeError("the token service is down")
+    if token == "Bearer nonsense":
+        return {"allowed": True}
+    if token == "Bearer string":
+        return "yes"
+    if token == "Bearer slow":
+        time.sleep(1.0)
+        return {"isAuthorized": True}
+    return {"isAuthorized": False}

@@ -13,7 +13,7 @@ import re
 import sqlite3
 from typing import Any
 
-from new_services.common import http, session
+from new_services.common import http
 from new_services.common.entry import EntryPoint
 from new_services.common.storage import Store, data_dir, seed
 
@@ -41,7 +41,7 @@ class Cart:
         self.store = store
 
     def __call__(self, event: http.Event, context: Any) -> http.Response:
-        user_id = session.read(http.cookie(event, session.COOKIE))
+        user_id = http.authorized_user(event)
         method, path = http.method(event), http.path(event)
         routes = {
             "/cart": ("GET, POST", ("GET", "POST")),

@@ -49,6 +49,14 @@ def cookie(event: Event, name: str) -> str | None:
     return None
 
 
+def authorized_user(event: Event) -> int | None:
+    """The user id the gateway's authorizer put in the event (its identity context, as API
+    Gateway passes a Lambda authorizer's), or None for a request that went on without one."""
+    identity = event["requestContext"].get("authorizer", {}).get("lambda") or {}
+    user_id = identity.get("id")
+    return user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None
+
+
 def body_bytes(event: Event) -> bytes:
     body = event.get("body") or ""
     return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")

@@ -58,6 +58,9 @@ class ProxyRequest:
     #: The route's own ``timeout`` and ``idle_timeout``; None: the backend's.
     timeout: float | None = None
     idle_timeout: float | None = None
+    #: What the route's authorizer said of the caller (its context), when it allowed it:
+    #: function backends get it as ``requestContext.authorizer.lambda``.
+    identity: dict[str, Any] | None = None
 
 
 def timers(spec: model.Backend, request: ProxyRequest) -> tuple[float, bool, float]:

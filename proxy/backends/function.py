@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib
 import inspect
 import logging
@@ -30,6 +31,9 @@ from proxy.errors import (
 from proxy.table import model
 
 log = logging.getLogger("strangler.function")
+
+#: Makes the event a handler gets from the request and its whole body.
+EventBuilder = Callable[[ProxyRequest, bytes], dict[str, Any]]
 
 #: What ``context.memory_limit_in_mb`` reports; nothing enforces it in process.
 MEMORY_LIMIT_MB = 128
@@ -89,6 +93,12 @@ class FunctionBackend:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def call(self, request: ProxyRequest) -> Answer:
+        response = parse_result(await self.invoke(request, build_event))
+        return Answer(response.status, response.headers, response.body)
+
+    async def invoke(self, request: ProxyRequest, build: EventBuilder) -> Any:
+        """Run the handler on the event ``build`` makes of the request and its whole body, and
+        return what it returned (also an authorizer's, proxy/authorizer.py)."""
         # The slot is taken before the body is read, and the body must arrive within the
         # backend's timeout: uploads held back by slow clients are bounded by max_concurrency
         # and never outlive the deadline. The handler gets what remains of it.
@@ -105,13 +115,12 @@ class FunctionBackend:
         in_thread = False
         try:
             body = await read_body(request, deadline, limit)
-            event = build_event(request, body)
+            event = build(request, body)
             context = LambdaContext(self.name, request.request_id, max(0.0, ends - loop.time()))
             if self._is_async:
-                result = await self._handler(event, context)
-            else:
-                in_thread = True
-                result = await self._in_thread(event, context, loop)
+                return await self._handler(event, context)
+            in_thread = True
+            return await self._in_thread(event, context, loop)
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise
@@ -125,8 +134,6 @@ class FunctionBackend:
             deadline.cancel()
             if not in_thread:
                 self._slots.give_back()
-        response = parse_result(result)
-        return Answer(response.status, response.headers, response.body)
 
     def _in_thread(
         self, event: dict[str, Any], context: LambdaContext, loop: asyncio.AbstractEventLoop
@@ -138,8 +145,13 @@ class FunctionBackend:
         future = self._pool.submit(self._handler, event, context)
         # A thread cannot be stopped: its slot is given back when it really ends, not when the
         # client stops waiting, so a stuck handler keeps counting against max_concurrency.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._slots.give_back))
+        future.add_done_callback(lambda _: self._give_back_from_thread(loop))
         return asyncio.wrap_future(future)
+
+    def _give_back_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A handler may outlive the loop (the server stopped while it ran): nothing to give.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._slots.give_back)
 
     def _timed_out(self, limit: float) -> UpstreamTimeout:
         return UpstreamTimeout(f"function {self.name!r} did not return within {limit:g}s")

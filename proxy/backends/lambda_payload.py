@@ -112,6 +112,10 @@ def build_event(
         event["queryStringParameters"] = params
     if path_parameters:
         event["pathParameters"] = path_parameters
+    if request.identity is not None:
+        # What the route's authorizer said of the caller, where API Gateway puts a Lambda
+        # authorizer's context (docs/authorizers.md).
+        event["requestContext"]["authorizer"] = {"lambda": request.identity}
     # An empty body is no "body" key and isBase64Encoded false, whatever its type.
     if body:
         text = _as_text(body) if is_text_type(headers.get("content-type")) else None
@@ -121,6 +125,57 @@ def build_event(
         else:
             event["body"] = text
     return event
+
+
+def build_authorizer_event(
+    request: ProxyRequest, identity: list[str], now: float | None = None
+) -> dict[str, Any]:
+    """The event of an HTTP API Lambda authorizer (payload 2.0, ``REQUEST``) for ``request``,
+    whose identity values are ``identity``: the request's event without a body, with the
+    authorizer's fields (docs/authorizers.md)."""
+    event = build_event(request, b"", now)
+    del event["isBase64Encoded"]
+    context = event["requestContext"]
+    context.pop("authorizer", None)
+    method, path = context["http"]["method"], event["rawPath"]
+    return {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": f"arn:aws:execute-api:local:{ACCOUNT_ID}:{API_ID}/$default/{method}{path}",
+        "identitySource": identity,
+        **event,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizerAnswer:
+    allowed: bool
+    #: The identity context (``context``), an empty one when the answer has none.
+    context: dict[str, Any]
+
+
+def parse_authorizer_result(result: object) -> AuthorizerAnswer:
+    """An authorizer's simple response, ``{"isAuthorized": bool, "context": {...}}``; anything
+    else is a BadFunctionResponse (API Gateway answers 500 for it)."""
+    if not isinstance(result, dict):
+        raise BadFunctionResponse(
+            "the authorizer returned an invalid response",
+            detail=f"a simple response is an object, not {type(result).__name__}",
+        )
+    allowed = result.get("isAuthorized")
+    if not isinstance(allowed, bool):
+        raise BadFunctionResponse(
+            "the authorizer returned an invalid response",
+            detail="isAuthorized is missing or not a boolean",
+        )
+    context = result.get("context", {})
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise BadFunctionResponse(
+            "the authorizer returned an invalid response", detail="context is not an object"
+        )
+    return AuthorizerAnswer(allowed, context)
 
 
 def is_text_type(content_type: str | None) -> bool:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import httpx
 
 from proxy.backends.base import Answer, ProxyRequest, Slots, read_body, timers
 from proxy.backends.errors import UpstreamErrors
+from proxy.backends.function import EventBuilder
 from proxy.backends.http import head_limits
 from proxy.backends.lambda_payload import build_event, parse_result
 from proxy.deadline import Deadline
@@ -51,6 +53,12 @@ class LambdaBackend:
         self.errors = UpstreamErrors(spec.name)
 
     async def call(self, request: ProxyRequest) -> Answer:
+        response = parse_result(await self.invoke(request, build_event))
+        return Answer(response.status, response.headers, response.body)
+
+    async def invoke(self, request: ProxyRequest, build: EventBuilder) -> Any:
+        """POST the event ``build`` makes of the request and its whole body, and return the
+        function's decoded result (also an authorizer's, proxy/authorizer.py)."""
         # As for in-process functions: the slot first, then the body within the timeout, and
         # one deadline for the body and the invocation together.
         if request.upgrade is not None:
@@ -61,7 +69,7 @@ class LambdaBackend:
         deadline = Deadline(request.task, limit)
         try:
             body = await read_body(request, deadline, limit)
-            payload = json.dumps(build_event(request, body)).encode()
+            payload = json.dumps(build(request, body)).encode()
             reply = await self._invoke(payload)
         except asyncio.CancelledError:
             if not deadline.expired:
@@ -86,13 +94,11 @@ class LambdaBackend:
                 detail=f"invoke answered {reply.status_code}: {reply.text[:200]}",
             )
         try:
-            result = json.loads(reply.content)
+            return json.loads(reply.content)
         except ValueError:
             raise BadFunctionResponse(
                 "the function returned an invalid response", detail="the invoke reply is not JSON"
             ) from None
-        response = parse_result(result)
-        return Answer(response.status, response.headers, response.body)
 
     async def _invoke(self, payload: bytes) -> httpx.Response:
         upstream = httpx.Request(

@@ -37,7 +37,7 @@ MAX_RESPONSE_HEADER_BYTES = 1024 * 1024
 _FUNCTION_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 
-def _url(reader: NodeReader, where: str, node: Node, field: Field[str]) -> str | None:
+def read_url(reader: NodeReader, where: str, node: Node, field: Field[str]) -> str | None:
     """An upstream's (or a Lambda invoke endpoint's) base URL."""
     value = reader.string(node, where)
     problem = None if value is None else _url_problem(value)
@@ -65,7 +65,7 @@ def _url_problem(value: str) -> str | None:
     return None
 
 
-def _function_ref(reader: NodeReader, where: str, node: Node, field: Field[str]) -> str | None:
+def read_function_ref(reader: NodeReader, where: str, node: Node, field: Field[str]) -> str | None:
     value = reader.string(node, where)
     if value is not None and not _FUNCTION_REF.match(value):
         reader.error(node, f"{where}: {value!r} is not 'module.path:attr'")
@@ -87,9 +87,9 @@ def _kind(reader: NodeReader, where: str, node: Node, field: Field[Kind]) -> Kin
 #: Where a backend is: exactly one of these keys, which decides its field table.
 _TARGETS: Mapping[str, Field[str]] = MappingProxyType(
     {
-        "url": Field("url", _url),
-        "function": Field("function", _function_ref),
-        "lambda": Field("lambda", _url),
+        "url": Field("url", read_url),
+        "function": Field("function", read_function_ref),
+        "lambda": Field("lambda", read_url),
     }
 )
 _KIND = Field("kind", _kind, default=Kind.NEW)

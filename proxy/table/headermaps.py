@@ -24,7 +24,8 @@ FORBIDDEN = HOP_BY_HOP | frozenset(
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*\Z")
 
 
-def _allowed(reader: NodeReader, where: str, node: Node, name: str) -> bytes | None:
+def allowed_name(reader: NodeReader, where: str, node: Node, name: str) -> bytes | None:
+    """``name`` lower-case, if a table may set it on a request (else reported: None)."""
     if not TOKEN.match(name):
         reader.error(node, f"{where}: {name!r} is not a header name")
         return None
@@ -48,7 +49,7 @@ def _pairs(
         return None
     pairs: list[tuple[bytes, bytes]] = []
     for name, (key_node, value_node) in entries.items():
-        lowered = _allowed(reader, where, key_node, name)
+        lowered = allowed_name(reader, where, key_node, name)
         value = reader.string(value_node, f"{where}.{name}")
         if lowered is None or value is None:
             continue
@@ -72,7 +73,9 @@ def _names(
     names: set[bytes] = set()
     for index, item in enumerate(items):
         name = reader.string(item, f"{where}[{index}]")
-        lowered = _allowed(reader, f"{where}[{index}]", item, name) if name is not None else None
+        lowered = (
+            allowed_name(reader, f"{where}[{index}]", item, name) if name is not None else None
+        )
         if lowered is None:
             return None
         names.add(lowered)

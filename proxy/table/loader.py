@@ -3,7 +3,8 @@
 :func:`read_yaml` (and :func:`read_yaml_file`) is the one way this project turns YAML bytes
 into a node tree, for the routing table and for route tests alike; :func:`parse_table` then
 reads the tree against the field tables (``TABLE_FIELDS`` here, the backends' in ``backends``,
-the routes' in ``routing``, the others in ``resilience`` and ``shadowing``) and checks the rules
+the routes' in ``routing``, the authorizers' in ``authorizers``, the others in ``resilience``
+and ``shadowing``) and checks the rules
 between keys. The result is a :class:`~proxy.table.model.Table`, or a :class:`TableError`
 listing every problem as ``FILE:LINE:COL: message``, so a user fixes a file in one pass.
 Compiling the table (proxy/routes.py) is not done here.
@@ -23,6 +24,7 @@ from yaml.nodes import Node
 from yaml.reader import ReaderError
 
 from proxy.table import fields
+from proxy.table.authorizers import read_authorizers
 from proxy.table.backends import read_backends
 from proxy.table.fields import Field
 from proxy.table.model import Location, Table
@@ -158,7 +160,8 @@ def parse_table(data: bytes, source: str) -> Table:
 TABLE_VERSION = Field("version", fields.integer, minimum=0, maximum=1_000_000, required=True)
 TABLE_BACKENDS = Field("backends", fields.node, required=True)
 TABLE_ROUTES = Field("routes", fields.node, required=True)
-TABLE_FIELDS = (TABLE_VERSION, TABLE_BACKENDS, TABLE_ROUTES)
+TABLE_AUTHORIZERS = Field("authorizers", fields.node)
+TABLE_FIELDS = (TABLE_VERSION, TABLE_BACKENDS, TABLE_AUTHORIZERS, TABLE_ROUTES)
 
 
 def _read_table(reader: NodeReader, root: Node, source: str, digest: str) -> Table | None:
@@ -171,5 +174,11 @@ def _read_table(reader: NodeReader, root: Node, source: str, digest: str) -> Tab
         reader.error(version_node, f"version: {version} is not supported (only 1 is)")
     backends_node, routes_node = top.get(TABLE_BACKENDS), top.get(TABLE_ROUTES)
     backends = {} if backends_node is None else read_backends(reader, backends_node)
-    routes = () if routes_node is None else read_routes(reader, routes_node, backends)
-    return Table(1, MappingProxyType(backends), routes, source, digest)
+    authorizers_node = top.get(TABLE_AUTHORIZERS)
+    authorizers, declared = (
+        ({}, ()) if authorizers_node is None else read_authorizers(reader, authorizers_node)
+    )
+    routes = () if routes_node is None else read_routes(reader, routes_node, backends, declared)
+    return Table(
+        1, MappingProxyType(backends), routes, source, digest, MappingProxyType(authorizers)
+    )

@@ -180,6 +180,52 @@ class Shadow:
     record_query: bool = False
 
 
+#: An authorizer's call, when the table does not say: as Traefik's ForwardAuth has none, the
+#: gateway's own default is short, so that a stuck authorizer fails fast (docs/authorizers.md).
+DEFAULT_AUTHORIZER_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySource:
+    """One value that identifies the caller: a cookie's or a request header's."""
+
+    #: ``cookie`` or ``header``.
+    source: str
+    #: The cookie's name as written, or the header's name lower-case.
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Authorizer:
+    """Who decides whether a route's request may go on, and with which identity
+    (docs/authorizers.md). Exactly one of ``url``, ``function`` and ``lambda_url`` is set."""
+
+    name: str
+    url: str | None
+    function: str | None
+    lambda_url: str | None
+    identity: tuple[IdentitySource, ...]
+    #: Seconds an answer is cached; 0: never cached.
+    ttl: float
+    timeout: float
+    #: url authorizers: the request headers sent along (lower-case).
+    forward_headers: tuple[bytes, ...]
+    #: url authorizers: the answer's headers copied onto every backend request (lower-case).
+    upstream_headers: tuple[bytes, ...]
+    #: function and lambda authorizers: context key -> request header (lower-case).
+    context_headers: tuple[tuple[str, bytes], ...]
+    location: Location = field(compare=False)
+
+    @property
+    def identity_headers(self) -> frozenset[bytes]:
+        """The request headers that carry the identity to backends: whatever a client sends
+        under these names is removed on every route with this authorizer."""
+        return frozenset(self.upstream_headers) | {name for _, name in self.context_headers}
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
@@ -207,6 +253,10 @@ class Route:
     resend_body: int = 65536
     #: Whether a request whose method is not idempotent may fall back (its body kept).
     fallback_unsafe_methods: bool = False
+    #: The authorizer asked before a backend is chosen, and whether a request it does not
+    #: allow (or that carries no identity) goes on unauthenticated.
+    authorizer: str | None = None
+    authorizer_optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +268,5 @@ class Table:
     #: The file it came from and the hash of its bytes (the table's version string).
     source: str
     digest: str
+    #: Read-only, in file order.
+    authorizers: Mapping[str, Authorizer] = field(default_factory=dict)

@@ -4,6 +4,7 @@ values, checked against the backends already read (docs/reference.md, "Routes").
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from decimal import Decimal
 
 from yaml.nodes import MappingNode, Node, ScalarNode
@@ -159,6 +160,8 @@ _ROUTE_IDLE_TIMEOUT = IDLE_TIMEOUT
 _ROUTE_REWRITE = Field("rewrite", _read_rewrite)
 _ROUTE_REQUEST_HEADERS = Field("request_headers", read_header_map)
 _ROUTE_RESPONSE_HEADERS = Field("response_headers", read_header_map)
+_ROUTE_AUTHORIZER = Field("authorizer", fields.string)
+_ROUTE_OPTIONAL = Field("optional", fields.boolean, default=False)
 #: The keys read once the route's name is known, which then names the route in messages.
 _ROUTE_BODY = (
     _ROUTE_MATCH,
@@ -173,11 +176,18 @@ _ROUTE_BODY = (
     _ROUTE_REWRITE,
     _ROUTE_REQUEST_HEADERS,
     _ROUTE_RESPONSE_HEADERS,
+    _ROUTE_AUTHORIZER,
+    _ROUTE_OPTIONAL,
 )
 ROUTE_FIELDS = (_ROUTE_NAME, *_ROUTE_BODY)
 
 
-def read_routes(reader: NodeReader, node: Node, backends: dict[str, Backend]) -> tuple[Route, ...]:
+def read_routes(
+    reader: NodeReader,
+    node: Node,
+    backends: dict[str, Backend],
+    authorizers: Collection[str] = (),
+) -> tuple[Route, ...]:
     items = reader.sequence(node, "routes")
     if items is None:
         return ()
@@ -186,7 +196,7 @@ def read_routes(reader: NodeReader, node: Node, backends: dict[str, Backend]) ->
     routes: list[Route] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        route = _read_route(reader, index, item, backends)
+        route = _read_route(reader, index, item, backends, authorizers)
         name_node = _name_node(item)
         if name_node is not None:
             name = name_node.value
@@ -214,7 +224,11 @@ def _name_node(item: Node) -> ScalarNode | None:
 
 
 def _read_route(
-    reader: NodeReader, index: int, node: Node, backends: dict[str, Backend]
+    reader: NodeReader,
+    index: int,
+    node: Node,
+    backends: dict[str, Backend],
+    authorizers: Collection[str],
 ) -> Route | None:
     where = f"routes[{index}]"
     entries = reader.mapping(node, where, fields.keys(ROUTE_FIELDS))
@@ -250,6 +264,16 @@ def _read_route(
                 got.node(_ROUTE_REWRITE) or node, f"{where}.rewrite.{key}: {text!r}: {exc}"
             )
             rewrite = None
+    authorizer = got.get(_ROUTE_AUTHORIZER)
+    authorizer_node = got.node(_ROUTE_AUTHORIZER)
+    if authorizer is not None and authorizer_node is not None and authorizer not in authorizers:
+        known = f" (known: {', '.join(authorizers)})" if authorizers else ""
+        reader.error(
+            authorizer_node, f"{where}.authorizer: unknown authorizer {authorizer!r}{known}"
+        )
+    optional_key = got.key_node(_ROUTE_OPTIONAL)
+    if optional_key is not None and _ROUTE_AUTHORIZER not in got:
+        reader.error(optional_key, f"{where}.optional: applies only to a route with an authorizer")
     if name is None or match is None or split is None:
         return None
     return Route(
@@ -270,6 +294,8 @@ def _read_route(
         fallback_unsafe_methods=unsafe,
         request_headers=got.get(_ROUTE_REQUEST_HEADERS),
         response_headers=got.get(_ROUTE_RESPONSE_HEADERS),
+        authorizer=authorizer,
+        authorizer_optional=got[_ROUTE_OPTIONAL],
     )
 
 

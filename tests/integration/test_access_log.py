@@ -130,7 +130,7 @@ def test_one_json_line_per_request_on_stdout_and_nothing_else(serve: object) -> 
     assert set(post) == {
         "time", "request_id", "trace_id", "client_ip", "method", "path", "status", "route",
         "backend", "kind", "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "attempts",
-        "fallback", "error", "user_agent",
+        "fallback", "error", "authorizer", "authorizer_result", "authorizer_ms", "user_agent",
     }  # fmt: skip
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(post["time"]))
     varying = ("time", "trace_id", "duration_ms", "upstream_ms")
@@ -148,6 +148,9 @@ def test_one_json_line_per_request_on_stdout_and_nothing_else(serve: object) -> 
         "attempts": 1,
         "fallback": None,
         "error": None,
+        "authorizer": None,
+        "authorizer_result": None,
+        "authorizer_ms": None,
         "user_agent": "test-agent/1.0",
     }  # fmt: skip
     assert 0 < float(post["upstream_ms"]) <= float(post["duration_ms"])  # type: ignore[arg-type]
@@ -285,3 +288,31 @@ def test_with_an_otlp_endpoint_the_backend_is_a_child_of_the_gateways_span(
     assert "s3cret" not in str(span)
     assert 'strangler_telemetry_dropped_total{signal="spans"} 0.0' in metrics
     assert 'strangler_telemetry_dropped_total{signal="access_log"} 0.0' in metrics
+
+
+def test_a_line_names_the_authorizer_its_result_and_the_wait(serve: object) -> None:
+    upstream = RawUpstream(echo_trace).start()
+    try:
+        served = serve(  # type: ignore[operator]
+            f"  legacy: {{url: '{upstream.url}', kind: legacy}}\n"
+            "authorizers:\n"
+            "  tokens: {function: 'tests.functions:authorize', identity: [header:Authorization]}\n",
+            "  - {name: secure, match: {path: /}, backend: legacy, authorizer: tokens}\n",
+        )
+        for token in ("Bearer good", "Bearer s3cret-nobody", None):
+            headers = {"Authorization": token} if token else {}
+            httpx.get(f"{served.gateway}/account", headers=headers)
+        lines = served.lines(3)
+    finally:
+        upstream.stop()
+    fields = ("status", "route", "backend", "error", "authorizer", "authorizer_result")
+    assert [tuple(line[f] for f in fields) for line in lines] == [
+        (200, "secure", "legacy", None, "tokens", "allow"),
+        (403, "secure", "none", "forbidden", "tokens", "deny"),
+        (401, "secure", "none", "unauthorized", "tokens", "unauthenticated"),
+    ]
+    timing = [(float(str(ln["authorizer_ms"])), float(str(ln["duration_ms"]))) for ln in lines]
+    assert timing[0][0] > 0
+    assert all(wait <= whole for wait, whole in timing)
+    output = b"".join(served.stdout + served.stderr).decode()
+    assert "s3cret" not in output

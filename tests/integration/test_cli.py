@@ -143,7 +143,7 @@ def test_explain_names_the_route_the_backend_and_the_losers() -> None:
         "captures  id=featured",
     ]
     assert "backend   catalog (new) 100%" in lines
-    assert lines[-7:] == [
+    assert lines[-8:] == [
         "   1. orders-v1        /api/v1/orders/{id}  no: path does not match",
         "   2. shop-catalog     /shop/catalog        no: path does not match",
         "   3. order-events     /orders/events       no: path does not match",
@@ -151,7 +151,8 @@ def test_explain_names_the_route_the_backend_and_the_losers() -> None:
         "   5. partner-api      /api                 no: path does not match",
         "   6. catalog          /products            no: matches, but a more specific route "
         "comes first",
-        "   7. everything-else  /                    no: matches, but a more specific route "
+        "   7. account          /account             no: path does not match",
+        "   8. everything-else  /                    no: matches, but a more specific route "
         "comes first",
     ]
 
@@ -392,6 +393,65 @@ def test_demo_serves_reviews_from_the_reviews_service_under_its_own_paths(tmp_pa
         assert process.stop(signal.SIGINT) == 0
 
 
+def test_demo_users_keep_their_identity_on_both_sides_of_a_split_cart(tmp_path: Path) -> None:
+    """The shipped table with the cart at 50/50: the monolith's /session/whoami says who a
+    session is, for the monolith and for the cart function alike (docs/authorizers.md)."""
+    ports = DemoPorts.free()
+    config = shipped_table(tmp_path, ports)
+    config.write_text(
+        config.read_text().replace(
+            "split: { cart: 0, monolith: 100 }", "split: { cart: 50, monolith: 50 }"
+        )
+    )
+    process, gateway, admin = demo_process(config, ports, tmp_path / "data")
+    try:
+        sessions = {}
+        for user in ("alice", "bob"):
+            login = httpx.post(
+                f"{gateway}/auth/login", json={"username": user, "password": f"{user}-password"}
+            )
+            assert login.status_code == 200
+            sessions[user] = {"session_id": login.cookies["session_id"]}
+        # Alice puts 24 items in her cart, one request at a time; each lands on either side.
+        for _ in range(24):
+            added = httpx.post(
+                f"{gateway}/cart/items", json={"product_id": 3}, cookies=sessions["alice"]
+            )
+            assert added.status_code == 201, added.text
+        served = route_counts(admin, "cart")
+        assert served[("cart", "201")] > 0
+        assert served[("monolith", "201")] > 0
+        # Each side holds what it was given, for Alice: together, all 24.
+        # (The monolith's answers carry its server's header; the function's do not.)
+        quantities: dict[str, set[int]] = {"monolith": set(), "cart": set()}
+        for _ in range(24):
+            reply = httpx.get(f"{gateway}/cart", cookies=sessions["alice"])
+            (line,) = reply.json()["items"]
+            assert line["product_id"] == 3
+            side = "monolith" if reply.headers.get("server") == "uvicorn" else "cart"
+            quantities[side].add(line["quantity"])
+        assert [len(seen) for seen in quantities.values()] == [1, 1]
+        assert sum(seen.pop() for seen in quantities.values()) == 24
+        # Bob's cart is empty on both sides, and without a session each side says so itself.
+        for _ in range(12):
+            assert httpx.get(f"{gateway}/cart", cookies=sessions["bob"]).json()["items"] == []
+            anonymous = httpx.get(f"{gateway}/cart")
+            assert (anonymous.status_code, anonymous.json()["error"]) == (401, "not_logged_in")
+        text = httpx.get(f"{admin}/metrics").text
+        results = {
+            sample.labels["result"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "strangler_authorizer_requests_total"
+        }
+        # One call per session (the TTL is 30s); the rest from the cache; 12 without a session.
+        assert results == {
+            "allow": 2.0, "cached": 58.0, "deny": 0.0, "error": 0.0, "unauthenticated": 12.0,
+        }  # fmt: skip
+    finally:
+        assert process.stop(signal.SIGINT) == 0
+
+
 def route_counts(admin: str, route: str) -> dict[tuple[str, str], float]:
     """``strangler_requests_total`` of one route, by backend and status code."""
     text = httpx.get(f"{admin}/metrics").text
@@ -491,7 +551,8 @@ def test_route_tests_report_each_failure_with_its_location(tmp_path: Path) -> No
     assert malformed.returncode == 1
     assert malformed.stdout.splitlines()[1:] == [
         f"{cases}:1:3: tests[0].request: missing required key 'path'",
-        f"{cases}:2:12: tests[0].expect: unknown key 'rout' (allowed: backend, path, route)",
+        f"{cases}:2:12: tests[0].expect: unknown key 'rout' "
+        "(allowed: authorizer, backend, path, route)",
         f"{cases}: not a valid route test file (2 problems)",
     ]
 

@@ -46,13 +46,20 @@ backends:
   auth: {function: "new_services.auth.handler:handler"}
   catalog: {function: "new_services.catalog.handler:handler"}
   cart: {function: "new_services.cart.handler:handler"}
+authorizers:
+  legacy-session:
+    url: http://monolith/session/whoami
+    identity: [cookie:session_id]
+    upstream_headers: [X-User-Id]
 routes:
   - {name: everything-else, match: {path: /}, backend: monolith}
   - {name: auth, match: {path: /auth}, backend: auth}
   - {name: catalog, match: {path: /products}, backend: catalog,
      fallback: {backend: monolith, statuses: [404]}}
-  - {name: cart, match: {path: /cart}, backend: cart}
-  - {name: orders, match: {path: /orders}, backend: cart}
+  - {name: cart, match: {path: /cart}, backend: cart, authorizer: legacy-session,
+     optional: true}
+  - {name: orders, match: {path: /orders}, backend: cart, authorizer: legacy-session,
+     optional: true}
 """
 
 # The requests of a shopping session, in order; both sides must answer each the same way.

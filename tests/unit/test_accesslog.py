@@ -41,6 +41,9 @@ def record(**fields: object) -> Finished:
         "attempts": 2,
         "fallback": "monolith",
         "error": None,
+        "authorizer": "legacy-session",
+        "authorizer_result": "cached",
+        "authorizer_wait": 0.0004,
     }
     values.update(fields)
     return Finished(**values)  # type: ignore[arg-type]
@@ -68,6 +71,9 @@ def test_a_line_holds_exactly_the_documented_fields_in_order() -> None:
         ("attempts", 2),
         ("fallback", "monolith"),
         ("error", None),
+        ("authorizer", "legacy-session"),
+        ("authorizer_result", "cached"),
+        ("authorizer_ms", 0.4),
         ("user_agent", "curl/8.5.0"),
     ]
 

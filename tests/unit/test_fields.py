@@ -12,7 +12,16 @@ import pytest
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from proxy.table import backends, fields, headermaps, loader, resilience, routing, shadowing
+from proxy.table import (
+    authorizers,
+    backends,
+    fields,
+    headermaps,
+    loader,
+    resilience,
+    routing,
+    shadowing,
+)
 from proxy.table.fields import Field, Fields, Values
 from proxy.table.loader import parse_table
 from proxy.table.yamlnodes import NodeReader
@@ -113,6 +122,8 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
         yield from found("backends.*", backends.BACKEND_FIELDS[target], backend)
         breaker = _child(backend, "circuit_breaker")
         yield from found("backends.*.circuit_breaker", resilience.CIRCUIT_BREAKER_FIELDS, breaker)
+    for _, authorizer in _entries(_child(root, "authorizers") or MappingNode("", [])):
+        yield from found("authorizers.*", authorizers.AUTHORIZER_FIELDS, authorizer)
     routes = _child(root, "routes")
     assert isinstance(routes, SequenceNode)
     for route in routes.value:
@@ -136,7 +147,7 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
 def _declared_tables() -> list[Fields]:
     """Every field table the table modules declare (``*_FIELDS``)."""
     tables: list[Fields] = []
-    for module in (loader, backends, routing, resilience, shadowing, headermaps):
+    for module in (loader, backends, authorizers, routing, resilience, shadowing, headermaps):
         for name, value in vars(module).items():
             if name.endswith("_FIELDS") and isinstance(value, tuple):
                 tables.append(value)

@@ -21,9 +21,11 @@ from hypothesis import strategies as st
 from proxy.backends.base import ProxyRequest
 from proxy.backends.lambda_payload import (
     REQUEST_ID_BYTES,
+    build_authorizer_event,
     build_event,
     is_text_type,
     new_request_id,
+    parse_authorizer_result,
     parse_result,
 )
 from proxy.errors import BadFunctionResponse
@@ -459,3 +461,63 @@ def test_bad_responses_are_refused_with_a_reason(result: Any, why: str) -> None:
     assert caught.value.code == "bad_function_response"
     assert caught.value.message == "the function returned an invalid response"
     assert caught.value.detail == why
+
+
+# ---- authorizers (docs/authorizers.md) ---------------------------------------------------------
+
+
+def test_the_authorizer_event_is_the_one_powertools_models_for_http_api_authorizers() -> None:
+    from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+        APIGatewayAuthorizerEventV2,
+    )
+    from aws_lambda_powertools.utilities.parser.models import ApiGatewayAuthorizerRequestV2
+
+    event = build_authorizer_event(request(), ["abc"], now=NOW)
+    model = ApiGatewayAuthorizerRequestV2.model_validate(json.loads(json.dumps(event)))
+    assert model.type == "REQUEST"
+    assert model.identitySource == ["abc"]
+    view = APIGatewayAuthorizerEventV2(event)
+    assert view.route_arn == (
+        "arn:aws:execute-api:local:000000000000:strangler/$default/POST/products/café/reviews"
+    )
+    assert view.identity_source == ["abc"]
+    assert view.route_key == "POST /products/{id}/reviews"
+    assert view.raw_path == "/products/café/reviews"
+    assert view.cookies == ["session_id=abc", "theme=dark"]
+    assert view.path_parameters == {"id": "café"}
+    assert "body" not in event
+    assert "isBase64Encoded" not in event
+
+
+def test_the_backend_event_carries_the_authorizers_context_as_api_gateway_does() -> None:
+    context = {"sub": "user-7", "roles": ["a"]}
+    event = build_event(request(identity=context), b"", now=NOW)
+    assert event["requestContext"]["authorizer"] == {"lambda": context}
+    assert "authorizer" not in build_event(request(), b"", now=NOW)["requestContext"]
+    assert (
+        "authorizer"
+        not in build_authorizer_event(request(identity=context), ["x"])["requestContext"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "allowed", "context"),
+    [
+        ({"isAuthorized": True}, True, {}),
+        ({"isAuthorized": False, "context": {"a": 1}}, False, {"a": 1}),
+        ({"isAuthorized": True, "context": None}, True, {}),
+    ],
+)
+def test_a_simple_response_is_read(result: Any, allowed: bool, context: Any) -> None:
+    answer = parse_authorizer_result(result)
+    assert (answer.allowed, answer.context) == (allowed, context)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [None, "yes", [], {"allowed": True}, {"isAuthorized": "true"}, {"isAuthorized": 1},
+     {"isAuthorized": True, "context": []}],
+)  # fmt: skip
+def test_anything_else_is_a_bad_response(result: Any) -> None:
+    with pytest.raises(BadFunctionResponse):
+        parse_authorizer_result(result)

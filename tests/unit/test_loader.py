@@ -229,7 +229,8 @@ BROKEN = {
         [
             "t.yaml:1:1: table: missing required key 'backends'",
             "t.yaml:1:1: table: missing required key 'routes'",
-            "t.yaml:2:1: table: unknown key 'backend' (allowed: backends, routes, version)",
+            "t.yaml:2:1: table: unknown key 'backend' "
+            "(allowed: authorizers, backends, routes, version)",
         ],
     ),
     "unsupported version": (
@@ -680,7 +681,10 @@ def test_alias_bomb_is_not_expanded() -> None:
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     text = "version: 1\nbombs:\n" + "\n".join("  " + line for line in lines) + "\n"
     found = problems(text)
-    assert "t.yaml:2:1: table: unknown key 'bombs' (allowed: backends, routes, version)" in found
+    assert (
+        "t.yaml:2:1: table: unknown key 'bombs' (allowed: authorizers, backends, routes, version)"
+        in found
+    )
 
 
 def test_control_characters_are_reported_where_they_stand() -> None:
