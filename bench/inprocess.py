@@ -8,6 +8,11 @@ strangler costs per request in Python, repeatable to within a few percent on a b
 (wrk's figures there move by a quarter). ``make bench`` measures the real thing.
 
     .venv/bin/python bench/inprocess.py [REQUESTS] [PATH] [json|off] > /dev/null
+
+The table also has ``/authorized``: the catalog's sticky split behind a Lambda authorizer
+whose answers are cached (``ttl: 60s``), so ``PATH=/authorized/items`` against
+``/api/catalog/items`` is the cost of an authorizer answered from its cache
+(docs/authorizers.md).
 """
 
 from __future__ import annotations
@@ -82,6 +87,15 @@ async def main(count: int, path: str, access_log: str) -> None:
     loop = asyncio.get_running_loop()
     directory = Path(tempfile.mkdtemp(prefix="strangler-inprocess-"))
     table = strangler_table(directory, "http://127.0.0.1:9")
+    table.write_text(
+        table.read_text().replace(
+            "routes:\n",
+            "authorizers:\n  bench: {function: 'bench.handler:authorize', identity: [cookie:sid],"
+            " ttl: 60s, context_headers: {id: X-User-Id}}\nroutes:\n",
+        )
+        + "  - {name: authorized, match: {path: /authorized, methods: [GET, HEAD]},\n"
+        "     split: {catalog: 50, monolith: 50}, sticky: {cookie: sid}, authorizer: bench}\n"
+    )
     application = create_app(Settings(config=str(table), watch=False, access_log=access_log))
 
     async def connect(self: Any, origin: Any, limit: Any) -> Any:
