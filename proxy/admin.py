@@ -23,6 +23,7 @@ from proxy.backends.guarded import GuardedBackend
 from proxy.metrics import Metrics
 from proxy.migration import migration_report
 from proxy.reloader import Reloader, problem_json
+from proxy.rollouts import rollouts_report
 from proxy.routes import CompiledTable
 from proxy.runtime import Runtime
 from proxy.shadow import Shadower
@@ -98,6 +99,9 @@ def create_admin(
     async def migration(request: Request) -> Response:
         return JSONResponse(migration_report(runtime.table, metrics))
 
+    async def rollouts(request: Request) -> Response:
+        return JSONResponse(rollouts_report(runtime.table))
+
     async def page(request: Request) -> Response:
         report = migration_report(runtime.table, metrics)
         return HTMLResponse(
@@ -106,6 +110,7 @@ def create_admin(
                 runtime.last_error,
                 circuit_states(runtime.table),
                 _shadow_report(runtime.table, shadower)["routes"],
+                rollouts_report(runtime.table)["routes"],
             )
         )
 
@@ -118,6 +123,7 @@ def create_admin(
             Route("/metrics", exposition, methods=["GET"]),
             Route("/migration", migration, methods=["GET"]),
             Route("/shadow", shadow, methods=["GET"]),
+            Route("/rollouts", rollouts, methods=["GET"]),
             Route("/reload", reload, methods=["POST"]),
         ]
     )

@@ -1,7 +1,8 @@
 """The admin page: the migration report as HTML a person reads at a glance.
 
 Server-rendered, no script: per route a bar of legacy vs new as configured and as observed, and
-how long ago the monolith last served it; overall progress on top. It refreshes itself.
+how long ago the monolith last served it; overall progress on top; the rollouts, shadows and
+circuit breakers below. It refreshes itself.
 """
 
 from __future__ import annotations
@@ -116,11 +117,42 @@ def _shadow_block(shadows: list[dict[str, Any]]) -> str:
     )
 
 
+def _rollouts_block(rollouts: list[dict[str, Any]]) -> str:
+    """Each rollout: its step, since when, and the controller's last decision with its
+    reason (docs/rollout.md)."""
+    if not rollouts:
+        return ""
+    rows = []
+    for item in rollouts:
+        steps = ", ".join(f"{step:g}%" for step in item["steps"])
+        last = item["last_decision"]
+        said = (
+            f"<strong>{escape(last['action'])}</strong> {escape(last['reason'])}"
+            f"<div class='label'>{escape(last['at'])}</div>"
+            if last
+            else "<span class='none'>none yet</span>"
+        )
+        step = item["step"] + 1 if item["step"] >= 0 else "-"
+        rows.append(
+            f"<tr data-rollout='{escape(item['route'])}'><td><strong>{escape(item['route'])}"
+            f"</strong></td><td>{escape(item['to'])} at {item['weight']:g}%"
+            f"<div class='label'>step {step} of {len(item['steps'])}: {steps}</div></td>"
+            f"<td>{escape(item['since'] or '-')}</td><td>{said}</td></tr>"
+        )
+    return (
+        "<h2>Rollouts</h2><table id='rollouts'><thead><tr><th>route</th><th>step</th>"
+        "<th>since</th><th>last decision</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
 def render_page(
     report: dict[str, Any],
     last_error: dict[str, Any] | None = None,
     circuits: dict[str, str] | None = None,
     shadows: list[dict[str, Any]] | None = None,
+    rollouts: list[dict[str, Any]] | None = None,
 ) -> str:
     totals = report["totals"]
     rows = []
@@ -155,6 +187,7 @@ def render_page(
 <tbody>
 {"".join(rows)}
 </tbody></table>
+{_rollouts_block(rollouts or [])}
 {_shadow_block(shadows or [])}
 {_circuits_block(circuits or {})}
 </body></html>

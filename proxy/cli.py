@@ -15,7 +15,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 import uvloop
@@ -104,6 +106,30 @@ def _parser() -> argparse.ArgumentParser:
         help="the gateway's admin URL (STRANGLER_ADMIN_URL, default %(default)s)",
     )
     status.set_defaults(run=_status)
+
+    rollout = commands.add_parser(
+        "rollout", help="ramp routes step by step on their own metrics (docs/rollout.md)"
+    )
+    _config_flag(rollout)
+    where = rollout.add_mutually_exclusive_group(required=True)
+    where.add_argument("--prometheus", metavar="URL", help="read every replica's metrics here")
+    where.add_argument(
+        "--admin",
+        metavar="URL",
+        action="append",
+        help="a gateway's admin URL, whose /metrics is read; once per replica",
+    )
+    rollout.add_argument("--once", action="store_true", help="decide once and exit")
+    rollout.add_argument(
+        "--dry-run", action="store_true", help="print the decisions; write nothing, lock nothing"
+    )
+    rollout.add_argument(
+        "--interval", default="30s", help="time between rounds (default %(default)s)"
+    )
+    rollout.add_argument(
+        "--state", metavar="FILE", help="the state file (default: the table's name + .rollout.json)"
+    )
+    rollout.set_defaults(run=_rollout)
 
     demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
     _config_flag(demo)
@@ -530,15 +556,61 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    for path in ("/migration", "/shadow"):
+    from proxy.rollouts import format_rollouts
+
+    for path in ("/migration", "/shadow", "/rollouts"):
         try:
             report = fetch_report(args.admin, path)
         except httpx.HTTPError as exc:
             print(f"strangler status: cannot read {args.admin}{path}: {exc}", file=sys.stderr)
             return 1
-        text = format_report(report) if path == "/migration" else format_shadow(report)
+        if path == "/migration":
+            text = format_report(report)
+        else:
+            text = format_shadow(report) if path == "/shadow" else format_rollouts(report)
         if text:
             print(text if path == "/migration" else "\n" + text)
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from proxy.rollout.controller import Controller, run
+    from proxy.rollout.sources import AdminSource, PrometheusSource, Source
+    from proxy.rollout.state import Lock, LockHeld, load_state, lock_path, state_path
+    from proxy.table.yamlnodes import parse_duration
+
+    _setup_logging(env_default("LOG_LEVEL", "info"))
+    interval = parse_duration(args.interval)
+    if interval is None:
+        print(f"strangler rollout: --interval {args.interval!r} is not a duration", file=sys.stderr)
+        return 2
+    table = Path(args.config)
+    state_file = Path(args.state) if args.state else state_path(table)
+    lock = Lock(lock_path(state_file))
+    if not args.dry_run:
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            print(f"strangler rollout: another controller runs: {exc}", file=sys.stderr)
+            return 1
+    try:
+        state = load_state(state_file)
+        client = httpx.Client(timeout=10)
+        source: Source = (
+            PrometheusSource(args.prometheus, client)
+            if args.prometheus
+            else AdminSource(args.admin, client, state.totals)
+        )
+        controller = Controller(table, state_file, state, source, dry_run=args.dry_run)
+        stopping = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopping.set())
+        run(controller, interval, args.once, stopping.is_set)
+    except (OSError, ValueError) as exc:
+        print(f"strangler rollout: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
     return 0
 
 

@@ -84,6 +84,13 @@ def publish(table: CompiledTable, metrics: Metrics, previous: Live | None = None
             if isinstance(backend, GuardedBackend) and id(backend) not in carried:
                 backend.retire()
     metrics.retire({route.name: route.backend_names for route in table.router.routes})
+    metrics.publish_rollouts(
+        {
+            route.name: route.rollout.step_of(dict(route.split)[route.rollout.to])
+            for route in table.model.routes
+            if route.rollout is not None
+        }
+    )
     children = metrics.bind_authorizers(table.authorizers)
     for name, authorizer in table.authorizers.items():
         authorizer.metrics = children[name]

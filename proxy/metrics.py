@@ -160,6 +160,15 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.rollout_step = Gauge(
+            "strangler_rollout_step",
+            "The index in its rollout's steps of the route's weight for the backend being "
+            "ramped; -1 when it is none of them (0, after a rollback).",
+            ["route"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self._rollouts: set[str] = set()
         #: Authorizer name -> its bound children.
         self.authorizers: dict[str, AuthorizerMetrics] = {}
         self.telemetry_dropped = Counter(
@@ -254,6 +263,16 @@ class Metrics:
             if name not in self.authorizers:
                 self.authorizers[name] = AuthorizerMetrics(self, name)
         return self.authorizers
+
+    def publish_rollouts(self, steps: dict[str, int]) -> None:
+        """``strangler_rollout_step`` of each route with a rollout; the series of routes that
+        no longer have one are removed."""
+        with _removing():
+            for route in self._rollouts - set(steps):
+                self.rollout_step.remove(route)
+        for route, step in steps.items():
+            self.rollout_step.labels(route).set(step)
+        self._rollouts = set(steps)
 
     def table_loaded(self, when: float | None = None) -> None:
         self.reloads.labels("success").inc()

@@ -180,6 +180,29 @@ class Shadow:
     record_query: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A route's progressive rollout (docs/rollout.md): ``to``, the new backend being ramped,
+    goes through ``steps`` (basis points, ascending) while its gates hold; the controller
+    (``strangler rollout``) judges and writes the weights, the gateway only shows them."""
+
+    to: str
+    steps: tuple[int, ...]
+    #: The least time at a step, in seconds, before it may be promoted.
+    every: float
+    min_requests: int
+    max_error_ratio: float
+    max_error_ratio_vs_legacy: float
+    max_p99_vs_legacy: float | None
+    min_shadow_parity: float | None
+    #: ``rollback`` (``to`` back to 0%) or ``hold`` (stay, and say why).
+    on_failure: str
+
+    def step_of(self, weight: int) -> int:
+        """The index in ``steps`` of ``to``'s weight, or -1 when it is none of them (0)."""
+        return self.steps.index(weight) if weight in self.steps else -1
+
+
 #: An authorizer's call, when the table does not say: as Traefik's ForwardAuth has none, the
 #: gateway's own default is short, so that a stuck authorizer fails fast (docs/authorizers.md).
 DEFAULT_AUTHORIZER_TIMEOUT = 2.0
@@ -257,6 +280,7 @@ class Route:
     #: allow (or that carries no identity) goes on unauthenticated.
     authorizer: str | None = None
     authorizer_optional: bool = False
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True, slots=True)

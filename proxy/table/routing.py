@@ -18,6 +18,7 @@ from proxy.table.fields import Field, Values
 from proxy.table.headermaps import read_header_map
 from proxy.table.model import WEIGHT_SCALE, Backend, Match, Rewrite, Route, Sticky
 from proxy.table.resilience import read_fallback, read_retries
+from proxy.table.rollout import read_rollout
 from proxy.table.shadowing import read_shadow
 from proxy.table.values import NAME
 from proxy.table.yamlnodes import NodeReader
@@ -162,6 +163,7 @@ _ROUTE_REQUEST_HEADERS = Field("request_headers", read_header_map)
 _ROUTE_RESPONSE_HEADERS = Field("response_headers", read_header_map)
 _ROUTE_AUTHORIZER = Field("authorizer", fields.string)
 _ROUTE_OPTIONAL = Field("optional", fields.boolean, default=False)
+_ROUTE_ROLLOUT = Field("rollout", fields.node)
 #: The keys read once the route's name is known, which then names the route in messages.
 _ROUTE_BODY = (
     _ROUTE_MATCH,
@@ -178,6 +180,7 @@ _ROUTE_BODY = (
     _ROUTE_RESPONSE_HEADERS,
     _ROUTE_AUTHORIZER,
     _ROUTE_OPTIONAL,
+    _ROUTE_ROLLOUT,
 )
 ROUTE_FIELDS = (_ROUTE_NAME, *_ROUTE_BODY)
 
@@ -274,6 +277,13 @@ def _read_route(
     optional_key = got.key_node(_ROUTE_OPTIONAL)
     if optional_key is not None and _ROUTE_AUTHORIZER not in got:
         reader.error(optional_key, f"{where}.optional: applies only to a route with an authorizer")
+    rollout = None
+    rollout_node = got.get(_ROUTE_ROLLOUT)
+    if rollout_node is not None:
+        if _ROUTE_SPLIT not in got:
+            reader.error(rollout_node, f"{where}.rollout: applies only to a route with a split")
+        else:
+            rollout = read_rollout(reader, f"{where}.rollout", rollout_node, split, backends)
     if name is None or match is None or split is None:
         return None
     return Route(
@@ -296,6 +306,7 @@ def _read_route(
         response_headers=got.get(_ROUTE_RESPONSE_HEADERS),
         authorizer=authorizer,
         authorizer_optional=got[_ROUTE_OPTIONAL],
+        rollout=rollout,
     )
 
 

@@ -169,6 +169,14 @@ class NodeReader:
         return seconds
 
 
+def parse_duration(text: str) -> float | None:
+    """``250ms``, ``3s``, ``1m30s`` in seconds, as the table writes durations; None if not."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(value + unit for value, unit in parts) != text:
+        return None
+    return sum(float(value) * _UNITS[unit] for value, unit in parts)
+
+
 def _implicit_tag(node: ScalarNode) -> str:
     """The tag YAML gives the node's text when it is written plain, untagged."""
     # The stubs leave resolve() untyped; it returns the tag as a string.

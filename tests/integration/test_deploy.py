@@ -108,7 +108,7 @@ def test_the_compose_prometheus_configuration_loads_the_rules(tmp_path: Path) ->
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "10 rules found" in result.stdout
+    assert "12 rules found" in result.stdout
     targets = load(tmp_path / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]
     assert targets["targets"] == ["gateway:9901"]
     # The admin port answers to the name Prometheus scrapes it by (a DNS-rebinding guard

@@ -201,6 +201,8 @@ def test_alerts_load_into_a_real_prometheus(prometheus: str) -> None:
         "StranglerConfigReloadFailing",
         "StranglerLegacyTrafficReturned",
         "StranglerCircuitOpen",
+        "StranglerAuthorizerFailing",
+        "StranglerRolloutRolledBack",
         "strangler:legacy_share:ratio_rate5m",
         "route:strangler_legacy_share:ratio_rate5m",
     } <= names

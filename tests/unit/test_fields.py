@@ -19,6 +19,7 @@ from proxy.table import (
     headermaps,
     loader,
     resilience,
+    rollout,
     routing,
     shadowing,
 )
@@ -137,6 +138,7 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
             ("rewrite", routing.REWRITE_FIELDS),
             ("request_headers", headermaps.HEADER_MAP_FIELDS),
             ("response_headers", headermaps.HEADER_MAP_FIELDS),
+            ("rollout", rollout.ROLLOUT_FIELDS),
         ):
             yield from found(f"routes[*].{key}", table, _child(route, key))
         retries = _child(route, "retries")
@@ -147,7 +149,16 @@ def _mappings(root: Node) -> Iterator[tuple[str, Fields, MappingNode]]:
 def _declared_tables() -> list[Fields]:
     """Every field table the table modules declare (``*_FIELDS``)."""
     tables: list[Fields] = []
-    for module in (loader, backends, authorizers, routing, resilience, shadowing, headermaps):
+    for module in (
+        loader,
+        backends,
+        authorizers,
+        routing,
+        resilience,
+        shadowing,
+        headermaps,
+        rollout,
+    ):
         for name, value in vars(module).items():
             if name.endswith("_FIELDS") and isinstance(value, tuple):
                 tables.append(value)
