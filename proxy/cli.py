@@ -129,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     rollout.add_argument(
         "--state", metavar="FILE", help="the state file (default: the table's name + .rollout.json)"
     )
+    rollout.add_argument(
+        "--kubernetes-configmap",
+        metavar="NAMESPACE/NAME[/KEY]",
+        help="edit the table in this ConfigMap (key routes.yaml) instead of -c's file",
+    )
+    rollout.add_argument(
+        "--kubernetes-api",
+        metavar="URL",
+        help="the API server (default: the pod's own cluster, with its ServiceAccount)",
+    )
     rollout.set_defaults(run=_rollout)
 
     demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
@@ -576,7 +586,8 @@ def _status(args: argparse.Namespace) -> int:
 def _rollout(args: argparse.Namespace) -> int:
     from proxy.rollout.controller import Controller, run
     from proxy.rollout.sources import AdminSource, PrometheusSource, Source
-    from proxy.rollout.state import Lock, LockHeld, load_state, lock_path, state_path
+    from proxy.rollout.state import Lock, LockHeld, lock_path, state_path
+    from proxy.rollout.stores import ConfigMapStore, FileStore, Store, StoreError, in_cluster_client
     from proxy.table.yamlnodes import parse_duration
 
     _setup_logging(env_default("LOG_LEVEL", "info"))
@@ -584,33 +595,49 @@ def _rollout(args: argparse.Namespace) -> int:
     if interval is None:
         print(f"strangler rollout: --interval {args.interval!r} is not a duration", file=sys.stderr)
         return 2
-    table = Path(args.config)
-    state_file = Path(args.state) if args.state else state_path(table)
-    lock = Lock(lock_path(state_file))
-    if not args.dry_run:
-        try:
-            lock.acquire()
-        except LockHeld as exc:
-            print(f"strangler rollout: another controller runs: {exc}", file=sys.stderr)
-            return 1
+    lock: Lock | None = None
+    store: Store
     try:
-        state = load_state(state_file)
+        if args.kubernetes_configmap:
+            # One controller: a one-replica Deployment, and every write a compare-and-swap.
+            namespace, _, rest = args.kubernetes_configmap.partition("/")
+            name, _, key = rest.partition("/")
+            if not namespace or not name:
+                print(
+                    "strangler rollout: --kubernetes-configmap is NAMESPACE/NAME[/KEY]",
+                    file=sys.stderr,
+                )
+                return 2
+            api, kube = in_cluster_client(args.kubernetes_api)
+            store = ConfigMapStore(api, namespace, name, key or "routes.yaml", kube)
+        else:
+            table = Path(args.config)
+            state_file = Path(args.state) if args.state else state_path(table)
+            store = FileStore(table, state_file)
+            if not args.dry_run:
+                lock = Lock(lock_path(state_file))
+                lock.acquire()
+    except LockHeld as exc:
+        print(f"strangler rollout: another controller runs: {exc}", file=sys.stderr)
+        return 1
+    except (StoreError, OSError) as exc:
+        print(f"strangler rollout: {exc}", file=sys.stderr)
+        return 1
+    try:
         client = httpx.Client(timeout=10)
         source: Source = (
             PrometheusSource(args.prometheus, client)
             if args.prometheus
-            else AdminSource(args.admin, client, state.totals)
+            else AdminSource(args.admin, client, {})
         )
-        controller = Controller(table, state_file, state, source, dry_run=args.dry_run)
+        controller = Controller(store, source, dry_run=args.dry_run)
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
         run(controller, interval, args.once, stopping.is_set)
-    except (OSError, ValueError) as exc:
-        print(f"strangler rollout: {exc}", file=sys.stderr)
-        return 1
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return 0
 
 

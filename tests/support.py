@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import uvloop
 
@@ -490,6 +491,51 @@ def need(binary: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+@contextlib.contextmanager
+def prometheus_process(
+    directory: Path, targets: list[str], rules: Path | None = None
+) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping ``targets`` (host:port) every second,
+    evaluating ``rules`` when given, its data in ``directory``: its URL, once it is ready.
+    Stopped by its pid at the end."""
+    binary = need("prometheus")
+    port = free_port()
+    config = directory / "prometheus.yml"
+    listed = ", ".join(f"'{target}'" for target in targets)
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        + (f"rule_files: ['{rules}']\n" if rules is not None else "")
+        + "scrape_configs:\n"
+        "  - job_name: strangler\n"
+        f"    static_configs: [{{targets: [{listed}]}}]\n"
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'tsdb'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://{LOOPBACK}:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        assert wait_for(ready, timeout=30), "prometheus did not become ready"
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 def serve_process(

@@ -7,9 +7,10 @@ read the counts, and for each route with a ``rollout``:
    now (a fresh controller, or a person's edit), with the counts now as its baseline; weight 0
    is no step (not started, or rolled back: left alone until a person sets a step's weight);
 2. judge the step (proxy/rollout/judge.py);
-3. on ``promote`` or ``rollback``, write the new weights into the table: the file is read again
-   and must be the bytes the round judged (else a person is editing it, and the round leaves
-   it), edited at the weights' positions, loaded by the loader, and renamed into place.
+3. on ``promote`` or ``rollback``, edit the new weights into the table at their positions and
+   load the result with the loader. At the round's end the table and the state are written
+   together, only if the store is still what the round read (proxy/rollout/stores.py): a
+   person's edit in between wins, and the next round judges it.
 
 Every decision is logged as one JSON line with its evidence, and kept in the state file. A
 ``hold`` is logged when its reason changes, not every round.
@@ -22,14 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from proxy.rollout.edit import EditError, format_weight, set_weights, write_atomically
+from proxy.rollout.edit import EditError, format_weight, set_weights
 from proxy.rollout.judge import COMPLETE, HOLD, PROMOTE, ROLLBACK, Decision, judge, legacy_weights
 from proxy.rollout.sources import RouteView, Source, SourceError
-from proxy.rollout.state import RouteState, State, save_state
-from proxy.table.loader import TableError, digest, parse_table
+from proxy.rollout.state import RouteState, State, parse_state
+from proxy.rollout.stores import Store, StoreError
+from proxy.table.loader import TableError, parse_table
 from proxy.table.model import Route, Table
 
 log = logging.getLogger("strangler.rollout")
@@ -51,29 +52,36 @@ class Outcome:
 class Controller:
     def __init__(
         self,
-        table: Path,
-        state_file: Path,
-        state: State,
+        store: Store,
         source: Source,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
         say: Callable[[str], None] = print,
     ) -> None:
-        self.table = table
-        self.state_file = state_file
-        self.state = state
+        self.store = store
         self.source = source
         self.dry_run = dry_run
+        self.state = State()
         self._clock = clock
         self._say = say
 
     def round(self) -> list[Outcome]:
-        """Decide once for every route with a rollout; what was decided."""
-        data = self.table.read_bytes()
+        """Decide once for every route with a rollout; what was decided. The table and the
+        state are read from the store each round, and written back together, only if the
+        store has not changed since (else the round's writes are dropped, and the next round
+        judges what is there then)."""
         try:
-            table = parse_table(data, str(self.table))
+            snapshot = self.store.read()
+            self.state = parse_state(snapshot.state, f"{self.store.name} (rollout state)")
+        except (StoreError, ValueError) as exc:
+            log.error("no decision this round: %s", exc)
+            return []
+        self.source.restore(self.state.totals)
+        data = snapshot.table
+        try:
+            table = parse_table(data, self.store.name)
         except TableError as exc:
-            log.error("%s does not load; no decision this round:\n%s", self.table, exc)
+            log.error("%s does not load; no decision this round:\n%s", self.store.name, exc)
             return []
         try:
             self.source.refresh()
@@ -87,12 +95,31 @@ class Controller:
                 outcome = self._route(table, route, now)
                 if outcome is not None:
                     outcomes.append(outcome)
-                    data = self._act(outcome, route, data) if not self.dry_run else data
+                    data = self._act(outcome, route, data, now)
         known = {route.name for route in table.routes if route.rollout is not None}
         for gone in set(self.state.routes) - known:
             del self.state.routes[gone]
-        if not self.dry_run:
-            save_state(self.state_file, self.state)
+        if self.dry_run:
+            return outcomes
+        changed = data if data != snapshot.table else None
+        try:
+            written = self.store.write(snapshot.version, changed, self.state.to_json())
+        except (StoreError, OSError) as exc:
+            log.error("cannot write this round's decisions: %s", exc)
+            return outcomes
+        if not written:
+            log.warning(
+                "%s changed while the round judged it; its decisions wait for the next round",
+                self.store.name,
+            )
+        for outcome in outcomes:
+            if outcome.action in (PROMOTE, ROLLBACK) and written and changed is not None:
+                log.info(
+                    "route %s: %s, %s%% now",
+                    outcome.route,
+                    outcome.action,
+                    format_weight(outcome.weight),
+                )
         return outcomes
 
     def _route(self, table: Table, route: Route, now: float) -> Outcome | None:
@@ -157,44 +184,25 @@ class Controller:
             state.completed = True
         return outcome
 
-    def _act(self, outcome: Outcome, route: Route, judged: bytes) -> bytes:
-        """Write the weights of a promote or a rollback; the table's bytes after it."""
+    def _act(self, outcome: Outcome, route: Route, text: bytes, now: float) -> bytes:
+        """The table's bytes with a promote's or a rollback's weights (a new step then begins);
+        the same bytes for any other decision."""
         if outcome.action not in (PROMOTE, ROLLBACK):
-            return judged
+            return text
         rollout = route.rollout
         assert rollout is not None
-        current = self.table.read_bytes()
-        if digest(current) != digest(judged):
-            log.warning(
-                "%s changed while the round judged it; %s is left for the next round",
-                self.table,
-                route.name,
-            )
-            return current
         weights = legacy_weights(dict(route.split), rollout.to, outcome.weight)
         try:
-            text, _ = set_weights(current.decode("utf-8"), str(self.table), route.name, weights)
+            edited, _ = set_weights(text.decode("utf-8"), self.store.name, route.name, weights)
         except (EditError, TableError, UnicodeDecodeError) as exc:
             log.error("route %s: cannot write the new weights: %s", route.name, exc)
-            return current
-        edited = text.encode("utf-8")
-        write_atomically(self.table, edited)
+            return text
         state = self.state.routes[route.name]
-        state.weight = weights[rollout.to]
-        state.began_at = self._clock()
-        state.baseline = self.source.baseline(
-            RouteView(route.name, rollout.to, frozenset(weights) - {rollout.to})
-        )
+        view = RouteView(route.name, rollout.to, frozenset(weights) - {rollout.to})
+        state.weight, state.began_at = weights[rollout.to], now
+        state.baseline = self.source.baseline(view)
         state.rolled_back = outcome.action == ROLLBACK
-        state.decisions[-1]["written"] = True
-        log.info(
-            "route %s: %s, %s now at %s%%",
-            route.name,
-            outcome.action,
-            rollout.to,
-            format_weight(weights[rollout.to]),
-        )
-        return edited
+        return edited.encode("utf-8")
 
 
 def run(controller: Controller, interval: float, once: bool, stop: Callable[[], bool]) -> None:

@@ -52,6 +52,10 @@ class RouteView:
 
 
 class Source(Protocol):
+    def restore(self, totals: dict[str, list[float]]) -> None:
+        """Go on from the running totals a state kept (the admin source's; the others keep
+        none)."""
+
     def refresh(self) -> None:
         """Read what is there now (before a round's decisions)."""
 
@@ -116,6 +120,9 @@ class AdminSource:
         self._client = client
         self.totals = totals
 
+    def restore(self, totals: dict[str, list[float]]) -> None:
+        self.totals = totals
+
     def refresh(self) -> None:
         for url in self._urls:
             try:
@@ -161,6 +168,9 @@ class PrometheusSource:
     def __init__(self, url: str, client: httpx.Client) -> None:
         self._url = url.rstrip("/")
         self._client = client
+
+    def restore(self, totals: dict[str, list[float]]) -> None:
+        """Prometheus keeps the totals itself."""
 
     def refresh(self) -> None:
         """Nothing to read ahead: each window is its own query."""

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy.rollout.edit import write_atomically
-
 VERSION = 1
 #: Decisions kept per route (the latest last).
 KEPT_DECISIONS = 50
@@ -68,10 +66,22 @@ def load_state(path: Path) -> State:
     """The state at ``path``; an empty one when there is no file. A file that cannot be read
     as a state is an error (ValueError): a controller must not start over by accident."""
     try:
-        document = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return State()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ValueError(f"{path}: not a rollout state file: {exc}") from None
+    return parse_state(data, str(path))
+
+
+def parse_state(data: bytes | None, where: str) -> State:
+    """A state from its JSON (None: there is none yet); ValueError when it is not one."""
+    if data is None:
+        return State()
+    path = where
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
         raise ValueError(f"{path}: not a rollout state file: {exc}") from None
     if not isinstance(document, dict) or document.get("version") != VERSION:
         raise ValueError(f"{path}: not a version {VERSION} rollout state file")
@@ -80,10 +90,6 @@ def load_state(path: Path) -> State:
         return State(routes, {key: list(entry) for key, entry in document["totals"].items()})
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: not a rollout state file: {exc}") from None
-
-
-def save_state(path: Path, state: State) -> None:
-    write_atomically(path, state.to_json())
 
 
 class LockHeld(Exception):

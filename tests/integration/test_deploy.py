@@ -220,3 +220,59 @@ def test_the_service_hpa_pdb_and_podmonitor_select_the_deployments_pods() -> Non
 
 def test_the_kubernetes_table_is_valid() -> None:
     strangler_check(K8S / "routes.yaml")
+
+
+# ---- the rollout controller in kubernetes ------------------------------------------------------
+
+ROLLOUT = DEPLOY / "kubernetes-rollout"
+
+
+def test_the_rollout_controller_manifests_validate_strictly() -> None:
+    files = [ROLLOUT / name for name in load(ROLLOUT / "kustomization.yaml")["resources"]]
+    result = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "--quiet", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_controller_may_update_the_tables_configmap_and_nothing_else() -> None:
+    found = {
+        load(ROLLOUT / name)["kind"]: load(ROLLOUT / name)
+        for name in load(ROLLOUT / "kustomization.yaml")["resources"]
+    }
+    deployment = found["Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == found["ServiceAccount"]["metadata"]["name"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    table = kustomization()["configMapGenerator"][0]["name"]
+    assert args[:3] == ["rollout", "--kubernetes-configmap", f"$(POD_NAMESPACE)/{table}"]
+    assert "--prometheus" in args
+    (rule,) = found["Role"]["rules"]
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [table],
+        "verbs": ["get", "update"],
+    }
+    binding = found["RoleBinding"]
+    assert binding["roleRef"]["name"] == found["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": found["ServiceAccount"]["metadata"]["name"]}
+    ]
+    # The controller's flags are the CLI's: it parses them.
+    command = [sys.executable, "-m", "proxy", *args, "--dry-run", "--once", "--kubernetes-api"]
+    result = subprocess.run(
+        [*command, "http://127.0.0.1:9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # (Kubernetes expands $(POD_NAMESPACE); here the API is unreachable: no decision, exit 0.)
+    assert result.returncode == 0, result.stderr
+    assert "cannot read configmap $(POD_NAMESPACE)/strangler-routes" in result.stderr

@@ -20,8 +20,8 @@ from tests.support import (
     ROOT,
     RawUpstream,
     answer,
-    free_port,
     need,
+    prometheus_process,
     response,
     running_gateway,
     wait_for,
@@ -79,7 +79,8 @@ def traffic_gateway(tmp_path: Path) -> Iterator[tuple[int, threading.Event]]:
         "  - {name: old, match: {path: /old}, backend: monolith, shadow: {backend: fn}}\n"
         "  - {name: new, match: {path: /new}, backend: fn}\n"
         "  - {name: err, match: {path: /err}, backend: broken}\n"
-        "  - {name: ramp, match: {path: /ramp}, split: {fn: 40, monolith: 60}}\n"
+        "  - {name: ramp, match: {path: /ramp}, split: {fn: 40, monolith: 60},\n"
+        "     rollout: {to: fn, steps: [40, 100]}}\n"
     )
     stop = threading.Event()
     with running_gateway(config) as (_, servers):
@@ -103,42 +104,9 @@ def traffic_gateway(tmp_path: Path) -> Iterator[tuple[int, threading.Event]]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, traffic_gateway: tuple[int, threading.Event]) -> Iterator[str]:
-    binary = need("prometheus")
     admin_port, _ = traffic_gateway
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n"
-        "  - job_name: strangler\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{admin_port}']}}]\n"
-    )
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: _ready(url), timeout=30), "prometheus did not become ready"
+    with prometheus_process(tmp_path, [f"127.0.0.1:{admin_port}"], RULES) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(20)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def query(url: str, expr: str) -> list[dict[str, Any]]:
@@ -178,6 +146,7 @@ def test_recording_rules_and_every_dashboard_panel_have_data(prometheus: str) ->
     assert by_route_kind[("old", "legacy")] == 0.0
     weights = values(prometheus, 'strangler_route_weight_ratio{route="ramp"}', "backend")
     assert weights == {"fn": 0.4, "monolith": 0.6}
+    assert values(prometheus, "strangler_rollout_step", "route") == {"ramp": 0.0}
 
     dashboard = json.loads(DASHBOARD.read_text())
     checked = 0

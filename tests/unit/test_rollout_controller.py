@@ -10,7 +10,7 @@ from pathlib import Path
 from proxy.rollout.controller import Controller
 from proxy.rollout.judge import Window
 from proxy.rollout.sources import Flat, RouteView, to_window
-from proxy.rollout.state import load_state
+from proxy.rollout.stores import FileStore
 
 TABLE = """\
 version: 1
@@ -58,6 +58,9 @@ class Source:
         for key, value in counts.items():
             self.totals[key] = self.totals.get(key, 0.0) + value
 
+    def restore(self, totals: dict[str, list[float]]) -> None:
+        pass
+
     def refresh(self) -> None:
         self.on_refresh()
 
@@ -75,8 +78,8 @@ def setup(
     text = TABLE.replace("SHADOW", "shadow: {backend: catalog}" if shadow else "# no shadow")
     table.write_text(text.replace("ON_FAILURE", f"on_failure: {on_failure}"))
     source, clock, said = Source(), Clock(), []
-    state = tmp_path / "routes.yaml.rollout.json"
-    controller = Controller(table, state, load_state(state), source, clock=clock, say=said.append)
+    store = FileStore(table, tmp_path / "routes.yaml.rollout.json")
+    controller = Controller(store, source, clock=clock, say=said.append)
     return table, controller, source, clock, said
 
 
@@ -164,22 +167,22 @@ def test_it_holds_before_every_and_on_too_little_traffic_and_says_each_once(
     controller.round()
     for _ in range(3):
         clock.now += 15  # within `every`
-        healthy(source)
+        source.add(new_requests=1, legacy_requests=20)
         assert [o.action for o in controller.round()] == ["hold"]
-    source.totals.clear()  # (a fresh counter set: no traffic since)
-    controller.state.routes["catalog"].baseline = {}
     for _ in range(3):
         clock.now += 61
-        source.add(new_requests=3, legacy_requests=60)
+        source.add(new_requests=1, legacy_requests=20)
         (outcome,) = controller.round()
         assert outcome.action == "hold"
-    assert outcome.reason == "catalog served 9 requests in the step; 10 are needed"
+    assert outcome.reason == "catalog served 6 requests in the step; 10 are needed"
     assert table.read_text() == original
-    # One line per reason, not one per round.
-    assert [json.loads(line)["reason"].split(";")[0] for line in said] == [
-        "the step is 0s old",
-        "catalog served 3 requests in the step",
+    # One line per rule, not one per round; the state keeps the latest numbers.
+    assert [json.loads(line)["rule"] for line in said] == ["every", "min_requests"]
+    kept = json.loads((tmp_path / "routes.yaml.rollout.json").read_text())["routes"]["catalog"][
+        "decisions"
     ]
+    assert [d["rule"] for d in kept] == ["every", "min_requests"]
+    assert kept[-1]["evidence"]["new_requests"] == 6.0
 
 
 def test_the_parity_gate_holds_without_comparisons_and_rolls_back_below_its_threshold(
@@ -223,10 +226,8 @@ def test_a_restarted_controller_resumes_the_step_where_it_was(tmp_path: Path) ->
     healthy(source)
     controller.round()
     # Restarted: a new process reads the state file; the step is still 30 s old, not new.
-    again = Controller(
-        table, controller.state_file, load_state(controller.state_file), source, clock=clock,
-        say=lambda line: None,
-    )  # fmt: skip
+    state = tmp_path / "routes.yaml.rollout.json"
+    again = Controller(FileStore(table, state), source, clock=clock, say=print)
     clock.now += 31
     (outcome,) = again.round()
     assert (outcome.action, outcome.after) == ("promote", 25.0)
@@ -239,7 +240,7 @@ def test_a_table_edited_during_the_round_is_left_for_the_next(tmp_path: Path) ->
     clock.now += 61
     healthy(source)
     edited = table.read_text().replace("# the new catalogue", "# the new catalogue, v2")
-    source.on_refresh = lambda: table.write_text(edited)  # a person saves while it judges
+    source.on_refresh = lambda: print(table.write_text(edited))  # a person saves meanwhile
     (outcome,) = controller.round()
     assert outcome.action == "promote"
     assert table.read_text() == edited  # not overwritten with the judged bytes
@@ -253,13 +254,15 @@ def test_a_table_edited_during_the_round_is_left_for_the_next(tmp_path: Path) ->
 
 def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
     table, controller, source, clock, said = setup(tmp_path)
-    controller.dry_run = True
     original = table.read_text()
-    controller.round()
+    controller.round()  # a real controller began the step
+    state = tmp_path / "routes.yaml.rollout.json"
+    kept = state.read_bytes()
+    controller.dry_run = True
     clock.now += 61
     healthy(source)
     (outcome,) = controller.round()
     assert outcome.action == "promote"
     assert table.read_text() == original
-    assert not controller.state_file.exists()
+    assert state.read_bytes() == kept
     assert json.loads(said[-1])["dry_run"] is True
