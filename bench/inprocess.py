@@ -7,7 +7,9 @@ the response is framed for the client. Only the sockets are gone, so the figure 
 strangler costs per request in Python, repeatable to within a few percent on a busy machine
 (wrk's figures there move by a quarter). ``make bench`` measures the real thing.
 
-    .venv/bin/python bench/inprocess.py [REQUESTS] [PATH] [json|off] > /dev/null
+    .venv/bin/python bench/inprocess.py [REQUESTS] [PATH] [json|off] [on|off] > /dev/null
+
+(the last: the inventory of legacy traffic, docs/inventory.md)
 
 The table also has ``/authorized``: the catalog's sticky split behind a Lambda authorizer
 whose answers are cached (``ttl: 60s``), so ``PATH=/authorized/items`` against
@@ -83,7 +85,7 @@ class _Pipe(asyncio.Transport):
         pass
 
 
-async def main(count: int, path: str, access_log: str) -> None:
+async def main(count: int, path: str, access_log: str, inventory: str = "on") -> None:
     loop = asyncio.get_running_loop()
     directory = Path(tempfile.mkdtemp(prefix="strangler-inprocess-"))
     table = strangler_table(directory, "http://127.0.0.1:9")
@@ -96,7 +98,9 @@ async def main(count: int, path: str, access_log: str) -> None:
         + "  - {name: authorized, match: {path: /authorized, methods: [GET, HEAD]},\n"
         "     split: {catalog: 50, monolith: 50}, sticky: {cookie: sid}, authorizer: bench}\n"
     )
-    application = create_app(Settings(config=str(table), watch=False, access_log=access_log))
+    application = create_app(
+        Settings(config=str(table), watch=False, access_log=access_log, inventory=inventory)
+    )
 
     async def connect(self: Any, origin: Any, limit: Any) -> Any:
         connection = upstream_transport._Connection(origin, loop)
@@ -136,7 +140,8 @@ async def main(count: int, path: str, access_log: str) -> None:
     elapsed, used = time.perf_counter() - started, time.process_time() - cpu
     # stderr: stdout is the access log's (send it to /dev/null or a file).
     print(
-        f"{count} requests to {path}, access log {access_log}: {used / count * 1e6:.1f} µs CPU "
+        f"{count} requests to {path}, access log {access_log}, inventory {inventory}: "
+        f"{used / count * 1e6:.1f} µs CPU "
         f"per request ({count / elapsed:,.0f} requests/s on one core, no kernel)",
         file=sys.stderr,
     )
@@ -147,4 +152,5 @@ if __name__ == "__main__":
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
     target = sys.argv[2] if len(sys.argv) > 2 else "/api/catalog/items"
     log_format = sys.argv[3] if len(sys.argv) > 3 else "json"
-    uvloop.run(main(requests, target, log_format))
+    keep = sys.argv[4] if len(sys.argv) > 4 else "on"
+    uvloop.run(main(requests, target, log_format, keep))

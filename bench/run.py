@@ -10,6 +10,8 @@ Everything runs on loopback ports chosen here and is stopped by process id at th
   access log on (to a file);
 - ``strangler-nolog``: the same with ``--access-log off`` (the 100 B scenario only: what the
   access log costs, in the same run);
+- ``strangler-noinv``: the same with ``--inventory off`` (the 100 B scenario only: what the
+  inventory of legacy traffic costs).
 - ``strangler-2w``: the same with ``--workers 2`` (the workers scenario only).
 
 The WebSocket scenarios (``ws-*``, bench/ws.py) add an echo upstream (``direct``: the load
@@ -78,7 +80,7 @@ SCENARIOS = {
         "100 B body, 32 connections",
         "/api/catalog/items",
         32,
-        ("nginx", "aiohttp", "strangler", "strangler-nolog"),
+        ("nginx", "aiohttp", "strangler", "strangler-nolog", "strangler-noinv"),
     ),
     "100b-128": Scenario(
         "100 B body, 128 connections",
@@ -389,10 +391,11 @@ def servers(
             started.append(process)
             found["aiohttp"] = Server("aiohttp", f"http://{LOOPBACK}:{port}", process)
         table = strangler_table(directory, upstream, echo)
-        for name, workers, cores, access_log in (
-            ("strangler", 1, SERVER_CORES, "json"),
-            ("strangler-nolog", 1, SERVER_CORES, "off"),
-            ("strangler-2w", 2, set(CORES[:2]), "json"),
+        for name, workers, cores, access_log, inventory in (
+            ("strangler", 1, SERVER_CORES, "json", "on"),
+            ("strangler-nolog", 1, SERVER_CORES, "off", "on"),
+            ("strangler-noinv", 1, SERVER_CORES, "json", "off"),
+            ("strangler-2w", 2, set(CORES[:2]), "json", "on"),
         ):
             if name not in wanted:
                 continue
@@ -424,6 +427,8 @@ def servers(
                     "0",
                     "--access-log",
                     access_log,
+                    "--inventory",
+                    inventory,
                 ],
                 cwd=ROOT,
                 stdout=log,
@@ -612,14 +617,18 @@ def report(
             # echo server it would be shares the client's core).
             server = "-" if name == "direct" else f"{m.cpu_us_per_request * rate / 1e6:.0%}"
             busy.append(f"{name} {m.client_busy:.0%} / {server}")
-    if "strangler" in results and "strangler-nolog" in results:
-        on, off = results["strangler"], results["strangler-nolog"]
-        notes.append(
-            f"- the access log: {on.requests_per_second:,.0f} req/s with it, "
-            f"{off.requests_per_second:,.0f} without: "
-            f"{_ratio(on.requests_per_second, off.requests_per_second, 3)} of the rate, "
-            f"{on.cpu_us_per_request - off.cpu_us_per_request:+.1f} µs CPU per request"
-        )
+    for without, what in (
+        ("strangler-nolog", "the access log"),
+        ("strangler-noinv", "the inventory (half of the requests reach the legacy backend)"),
+    ):
+        if "strangler" in results and without in results:
+            on, off = results["strangler"], results[without]
+            notes.append(
+                f"- {what}: {on.requests_per_second:,.0f} req/s with it, "
+                f"{off.requests_per_second:,.0f} without: "
+                f"{_ratio(on.requests_per_second, off.requests_per_second, 3)} of the rate, "
+                f"{on.cpu_us_per_request - off.cpu_us_per_request:+.1f} µs CPU per request"
+            )
     if busy:
         notes.append(
             "- cores busy, the client's (load client and echo server) / the server's: "

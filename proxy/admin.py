@@ -6,6 +6,7 @@ It reads the same live snapshot as the gateway and never changes it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +21,7 @@ from proxy.admin_access import AdminAccess, cross_site, guarded, json_request
 from proxy.admin_page import render_page
 from proxy.asgi import ASGIApp
 from proxy.backends.guarded import GuardedBackend
+from proxy.inventory import Inventory, merge, worker_snapshots
 from proxy.metrics import Metrics
 from proxy.migration import migration_report
 from proxy.reloader import Reloader, problem_json
@@ -38,6 +40,7 @@ def create_admin(
     on_new_table: Callable[[], None] | None = None,
     shadower: Shadower | None = None,
     access: AdminAccess | None = None,
+    inventory: Inventory | None = None,
 ) -> ASGIApp:
     """``on_new_table`` runs after ``POST /reload`` loaded a changed table (with workers, it
     passes the reload on to the others); ``access`` says which Host names the port answers to
@@ -99,6 +102,21 @@ def create_admin(
     async def migration(request: Request) -> Response:
         return JSONResponse(migration_report(runtime.table, metrics))
 
+    def inventory_report(samples: bool) -> dict[str, Any]:
+        """This process's inventory, and with workers every other worker's too."""
+        if inventory is None:
+            return {"backends": [], "enabled": False}
+        snapshots = [inventory.snapshot()]
+        directory = metrics.multiprocess_dir
+        if directory is not None:
+            mine = f"inventory-{os.getpid()}.json"
+            snapshots += worker_snapshots(directory, skip=mine)
+        kinds = {name: b.kind.value for name, b in runtime.table.backends.items()}
+        return {**merge(snapshots, kinds, samples), "enabled": True}
+
+    async def inventory_endpoint(request: Request) -> Response:
+        return JSONResponse(inventory_report(request.query_params.get("samples") == "1"))
+
     async def rollouts(request: Request) -> Response:
         return JSONResponse(rollouts_report(runtime.table))
 
@@ -111,6 +129,7 @@ def create_admin(
                 circuit_states(runtime.table),
                 _shadow_report(runtime.table, shadower)["routes"],
                 rollouts_report(runtime.table)["routes"],
+                inventory_report(False)["backends"],
             )
         )
 
@@ -124,6 +143,7 @@ def create_admin(
             Route("/migration", migration, methods=["GET"]),
             Route("/shadow", shadow, methods=["GET"]),
             Route("/rollouts", rollouts, methods=["GET"]),
+            Route("/inventory", inventory_endpoint, methods=["GET"]),
             Route("/reload", reload, methods=["POST"]),
         ]
     )

@@ -147,12 +147,42 @@ def _rollouts_block(rollouts: list[dict[str, Any]]) -> str:
     )
 
 
+def _inventory_block(backends: list[dict[str, Any]]) -> str:
+    """Left on the monolith: each legacy backend's most requested templates (docs/inventory.md)."""
+    if not backends:
+        return ""
+    rows = []
+    for backend in backends:
+        for item in backend["templates"][:10]:
+            rows.append(
+                f"<tr data-inventory='{escape(backend['backend'])}'>"
+                f"<td>{escape(backend['backend'])}</td><td><code>{escape(item['method'])} "
+                f"{escape(item['template'])}</code><div class='label'>route "
+                f"{escape(item['route'])}</div></td><td>{item['requests']}</td>"
+                f"<td>{item['errors']}</td><td>{escape(item['last_seen'])}</td></tr>"
+            )
+        other = backend["other"]["requests"]
+        more = len(backend["templates"]) - 10
+        if other or more > 0:
+            rows.append(
+                f"<tr><td>{escape(backend['backend'])}</td><td class='none'>"
+                f"{max(more, 0)} more templates; {other} requests past the cap</td>"
+                "<td></td><td></td><td></td></tr>"
+            )
+    return (
+        "<h2>Left on the monolith</h2><table id='inventory'><thead><tr><th>backend</th>"
+        "<th>endpoint</th><th>requests</th><th>errors</th><th>last seen</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
 def render_page(
     report: dict[str, Any],
     last_error: dict[str, Any] | None = None,
     circuits: dict[str, str] | None = None,
     shadows: list[dict[str, Any]] | None = None,
     rollouts: list[dict[str, Any]] | None = None,
+    inventory: list[dict[str, Any]] | None = None,
 ) -> str:
     totals = report["totals"]
     rows = []
@@ -187,6 +217,7 @@ def render_page(
 <tbody>
 {"".join(rows)}
 </tbody></table>
+{_inventory_block(inventory or [])}
 {_rollouts_block(rollouts or [])}
 {_shadow_block(shadows or [])}
 {_circuits_block(circuits or {})}

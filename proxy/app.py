@@ -27,6 +27,7 @@ from proxy.backends.adapters import ClientTransport, HttpxUpstream, new_client
 from proxy.backends.transport import Transport
 from proxy.clientaddr import TrustedProxies, parse_networks
 from proxy.gateway import Gateway
+from proxy.inventory import Inventory
 from proxy.live import publish
 from proxy.metrics import Metrics
 from proxy.reloader import Reloader
@@ -54,6 +55,7 @@ class Application:
     shadower: Shadower
     access_log: AccessLog | None = None
     spans: SpanExporter | None = None
+    inventory: Inventory | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -80,11 +82,16 @@ class Application:
         task.add_done_callback(self._background.discard)
 
     async def _flush_metrics(self) -> None:
+        directory = self.metrics.multiprocess_dir
         while not self._stop.is_set():
             self.metrics.flush()
+            if self.inventory is not None and directory is not None:
+                self.inventory.save(directory)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), METRICS_FLUSH_SECONDS)
         self.metrics.flush()
+        if self.inventory is not None and directory is not None:
+            self.inventory.save(directory)
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -136,6 +143,9 @@ def create_app(
     access_log = AccessLog() if settings.access_log == "json" else None
     if access_log is not None:
         metrics.count_drops("access_log", lambda: access_log.dropped)
+    inventory = None
+    if settings.inventory == "on":
+        inventory = Inventory(frozenset(h.encode("latin-1") for h in settings.redact_headers))
     spans = None
     if settings.otlp_endpoint is not None:
         spans = SpanExporter(settings.otlp_endpoint, __version__)
@@ -156,6 +166,7 @@ def create_app(
             shadower,
             access_log,
             spans,
+            inventory,
         ),
         admin=create_admin(
             runtime,
@@ -164,8 +175,10 @@ def create_app(
             _tell_supervisor if settings.supervised else None,
             shadower,
             AdminAccess(settings.admin_host, settings.admin_allowed_hosts),
+            inventory,
         ),
         shadower=shadower,
         access_log=access_log,
         spans=spans,
+        inventory=inventory,
     )

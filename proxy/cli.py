@@ -141,6 +141,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollout.set_defaults(run=_rollout)
 
+    inventory = commands.add_parser(
+        "inventory", help="what the monolith still serves, merged over gateways (docs/inventory.md)"
+    )
+    inventory.add_argument(
+        "--admin",
+        action="append",
+        metavar="URL",
+        help="a gateway's admin URL; once per replica (default: STRANGLER_ADMIN_URL or "
+        f"http://127.0.0.1:{DEFAULT_ADMIN_PORT})",
+    )
+    shown = inventory.add_mutually_exclusive_group()
+    shown.add_argument("--suggest", action="store_true", help="print route entries to paste")
+    shown.add_argument(
+        "--record", metavar="DIR", help="write the samples as route tests and JSON fixtures"
+    )
+    inventory.set_defaults(run=_inventory)
+
     demo = commands.add_parser("demo", help="run the stub monolith and the gateway together")
     _config_flag(demo)
     _serving_flags(demo, default_host="127.0.0.1")
@@ -275,6 +292,22 @@ def _serving_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
         parser, "--tls-cert", str, "", "serve the public port over TLS: the PEM chain", "FILE"
     )
     _env_flag(parser, "--tls-key", str, "", "and its PEM private key", "FILE")
+    parser.add_argument(
+        "--inventory",
+        choices=("on", "off"),
+        default=env_default("INVENTORY", defaults.inventory),
+        help="keep what legacy backends serve, by path template (STRANGLER_INVENTORY, "
+        "default %(default)s)",
+    )
+    _env_flag(
+        parser,
+        "--redact-headers",
+        str,
+        "",
+        "headers never kept in the inventory's samples, besides Cookie, Authorization, "
+        "Set-Cookie (comma-separated)",
+        "NAMES",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -301,6 +334,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         otlp_endpoint=args.otlp_endpoint or None,
         tls_cert=args.tls_cert or None,
         tls_key=args.tls_key or None,
+        inventory=args.inventory,
+        redact_headers=tuple(
+            h.strip().lower() for h in args.redact_headers.split(",") if h.strip()
+        ),
     )
 
 
@@ -580,6 +617,25 @@ def _status(args: argparse.Namespace) -> int:
             text = format_shadow(report) if path == "/shadow" else format_rollouts(report)
         if text:
             print(text if path == "/migration" else "\n" + text)
+    return 0
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from proxy.inventory_cli import fetch, format_table, record, suggest
+
+    admins = args.admin or [env_default("ADMIN_URL", f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}")]
+    try:
+        report = fetch(admins, samples=args.record is not None)
+    except httpx.HTTPError as exc:
+        print(f"strangler inventory: cannot read an inventory: {exc}", file=sys.stderr)
+        return 1
+    if args.suggest:
+        print(suggest(report), end="")
+    elif args.record is not None:
+        count = record(report, Path(args.record))
+        print(f"{count} samples written to {args.record} (routes.tests.yaml, fixtures/)")
+    else:
+        print(format_table(report))
     return 0
 
 

@@ -50,14 +50,15 @@ from proxy.headers import (
     read_head,
     upstream_request_headers,
 )
+from proxy.inventory import MAX_SAMPLE_BODY, Inventory
 from proxy.live import Live
 from proxy.metrics import ABORTED, CLIENT_CLOSED, ERROR_REASONS, NONE, BackendMetrics, Metrics
 from proxy.relay import Reply, relay
 from proxy.requestid import RequestIds
 from proxy.runtime import Runtime
 from proxy.settings import Limits
-from proxy.shadow import BodyCopy, Shadower
-from proxy.table.model import WEIGHT_SCALE
+from proxy.shadow import BodyCopy, ResponseTap, Shadower
+from proxy.table.model import WEIGHT_SCALE, Kind
 from proxy.tracecontext import TraceContext, trace_of
 from proxy.tunnel import Tunnel
 
@@ -87,8 +88,10 @@ class Gateway:
         shadower: Shadower | None = None,
         access_log: AccessLog | None = None,
         spans: SpanSink | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         self._runtime = runtime
+        self._inventory = inventory
         self._access_log = access_log
         self._spans = spans
         self._shadower = shadower or Shadower()
@@ -234,6 +237,18 @@ class Gateway:
                 if body is not None:
                     body.copy = job.body
 
+        inventory, template, sampled = self._inventory, None, None
+        if inventory is not None and backend.kind is Kind.LEGACY:
+            template = inventory.template(resolved.path)
+            if upgrade is None and inventory.wants_sample(backend.name, method, template):
+                # The monolith's answer, recorded (docs/inventory.md, "Samples"): the shadow's
+                # copies when it has them, else copies of its own.
+                if reply.tap is None:
+                    reply.tap = ResponseTap(MAX_SAMPLE_BODY)
+                if body is not None and body.copy is None:
+                    body.copy = BodyCopy(MAX_SAMPLE_BODY)
+                sampled = (reply.tap, body.copy if body is not None else None)
+
         # -- attempt and relay -----------------------------------------------------------
         watch = _Watch(cycle, receive, body, task)
         route_metrics = state.metrics
@@ -298,6 +313,13 @@ class Gateway:
                 metrics.count(method, reply.status or CLIENT_CLOSED, elapsed)
             if job is not None:
                 job.finish(reply.complete)
+            if inventory is not None and answered_by.kind is Kind.LEGACY:
+                if template is None:
+                    template = inventory.template(resolved.path)
+                status = reply.status or CLIENT_CLOSED
+                inventory.count(answered_by.name, route.name, method, template, status)
+                if sampled is not None and answered_by is backend and reply.complete:
+                    self._sample(inventory, backend.name, request, headers, template, sampled)
             if record is not None:
                 record.status, record.duration = reply.status or CLIENT_CLOSED, elapsed
                 record.backend, record.kind = answered_by.name, answered_by.kind.value
@@ -364,6 +386,28 @@ class Gateway:
             record.bytes_out = reply.sent
             self._finish(record)
         return False
+
+    @staticmethod
+    def _sample(
+        inventory: Inventory,
+        backend: str,
+        request: ProxyRequest,
+        headers: RawHeaders,
+        template: str,
+        taps: tuple[ResponseTap, BodyCopy | None],
+    ) -> None:
+        """Keep the exchange the legacy backend just answered whole, as the client sent and
+        got it (the inventory redacts it)."""
+        answer, copy = taps
+        sent = answer.captured
+        body = b"" if copy is None else None if copy.too_large else bytes(copy.copy)
+        inventory.add_sample(
+            backend,
+            request.method,
+            template,
+            (request.path, request.query, headers, body),
+            (sent.status, sent.headers, None if sent.too_large else bytes(sent.body)),
+        )
 
     def _record(
         self, scope: Scope, head: RequestHead, request_id: str, trace: TraceContext, method: str

@@ -52,6 +52,11 @@ class Settings:
     #: The public port's certificate chain and key (PEM files); None: plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: What legacy backends still serve, by template (docs/inventory.md): ``on`` or ``off``.
+    inventory: str = "on"
+    #: Request and response headers (lower-case) whose values the inventory's samples never
+    #: keep, besides Cookie, Authorization and Set-Cookie.
+    redact_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,16 +39,20 @@ def test_a_short_benchmark_run_reports_every_server() -> None:
     )
     servers = [(name, int(rate.replace(",", "")), int(errors)) for name, rate, errors, *_ in rows]
     assert [name for name, _, _ in servers] == [
-        *("nginx", "aiohttp", "strangler", "strangler-nolog"),
+        *("nginx", "aiohttp", "strangler", "strangler-nolog", "strangler-noinv"),
         *("nginx", "aiohttp", "strangler"),
     ]
     assert all(rate > 0 and errors == 0 for _, rate, errors in servers), result.stdout
-    assert re.search(
-        r"^- the access log: [\d,]+ req/s with it, [\d,]+ without: [\d.]+ of the rate, "
-        r"[+-][\d.]+ µs CPU per request$",
-        result.stdout,
-        re.M,
-    ), result.stdout
+    for what in (
+        r"the access log",
+        r"the inventory \(half of the requests reach the legacy backend\)",
+    ):
+        assert re.search(
+            rf"^- {what}: [\d,]+ req/s with it, [\d,]+ without: [\d.]+ of the rate, "
+            r"[+-][\d.]+ µs CPU per request$",
+            result.stdout,
+            re.M,
+        ), result.stdout
     # Every server the run started was stopped by process id.
     assert (
         "strangler-bench-"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import (
@@ -448,6 +449,42 @@ def test_demo_users_keep_their_identity_on_both_sides_of_a_split_cart(tmp_path: 
         assert results == {
             "allow": 2.0, "cached": 58.0, "deny": 0.0, "error": 0.0, "unauthenticated": 12.0,
         }  # fmt: skip
+    finally:
+        assert process.stop(signal.SIGINT) == 0
+
+
+def test_demo_inventory_shows_what_the_monolith_still_serves(tmp_path: Path) -> None:
+    """After a few requests through `strangler demo`, `strangler inventory` lists the monolith's
+    endpoints by template, and its suggestion for the cart is the shipped table's cart route."""
+    ports = DemoPorts.free()
+    process, gateway, admin = demo_process(shipped_table(tmp_path, ports), ports, tmp_path / "data")
+    try:
+        login = httpx.post(
+            f"{gateway}/auth/login", json={"username": "bob", "password": "bob-password"}
+        )
+        cookies = {"session_id": login.cookies["session_id"]}
+        for path in ("/cart", "/orders", "/orders/1001", "/", "/products/3/image"):
+            httpx.get(f"{gateway}{path}", cookies=cookies)
+        httpx.post(f"{gateway}/cart/items", json={"product_id": 3}, cookies=cookies)
+        shown = run("inventory", "--admin", admin)
+        assert shown.returncode == 0, shown.stderr
+        endpoints = {tuple(line.split()[:3]) for line in shown.stdout.splitlines()[2:]}
+        assert {
+            ("GET", "/cart", "cart"),
+            ("POST", "/cart/items", "cart"),
+            ("GET", "/orders", "orders"),
+            ("GET", "/orders/{id}", "orders"),
+            ("GET", "/", "everything-else"),
+            ("GET", "/products/{id}/image", "catalog"),  # the function's 404 fell through
+        } <= endpoints
+        suggested = run("inventory", "--admin", admin, "--suggest").stdout
+        entry = suggested.split("  - name: cart\n", 1)[1].split("\n\n", 1)[0]
+        assert entry.startswith(
+            '    match: { path: "/cart", methods: [GET] }\n    backend: monolith'
+        )
+        shipped = yaml.safe_load((ROOT / "config" / "routes.yaml").read_text())
+        (cart,) = [r for r in shipped["routes"] if r["name"] == "cart"]
+        assert cart["match"] == {"path": "/cart"}
     finally:
         assert process.stop(signal.SIGINT) == 0
 
