@@ -181,6 +181,11 @@ class Inventory:
             return
         path, query, request_headers, request_body = request
         status, response_headers, response_body = response
+        # (A shadowed request's copies are the shadow's, whose limit may be larger.)
+        if request_body is not None and len(request_body) > MAX_SAMPLE_BODY:
+            request_body = None
+        if response_body is not None and len(response_body) > MAX_SAMPLE_BODY:
+            response_body = None
         sample = {
             "request": {
                 "method": method,

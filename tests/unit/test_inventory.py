@@ -182,3 +182,15 @@ def test_workers_and_replicas_merge_into_one_report() -> None:
     ]
     assert monolith["other"] == {"requests": 0, "errors": 0}
     assert "samples" not in monolith["templates"][0]
+
+
+def test_a_body_over_the_sample_limit_is_kept_as_null() -> None:
+    inventory = Inventory()
+    inventory.count("monolith", "r", "POST", "/upload", 200)
+    big = b"x" * (64 * 1024 + 1)
+    inventory.add_sample(
+        "monolith", "POST", "/upload", ("/upload", b"", [], big), (200, [], b"y" * 64 * 1024)
+    )
+    (sample,) = inventory.backends["monolith"][("POST", "/upload")].samples
+    assert sample["request"]["body"] is None
+    assert sample["response"]["body"] == {"text": "y" * 64 * 1024}
