@@ -12,12 +12,12 @@ from types import MappingProxyType
 from yaml.nodes import Node
 
 from proxy.headers import HOP_BY_HOP
-from proxy.table import fields
+from proxy.table import fields, values
 from proxy.table.backends import read_function_ref, read_url
 from proxy.table.fields import Field, Fields, Values
 from proxy.table.headermaps import allowed_name
 from proxy.table.model import DEFAULT_AUTHORIZER_TIMEOUT, Authorizer, IdentitySource
-from proxy.table.values import NAME, TOKEN
+from proxy.table.values import TOKEN
 from proxy.table.yamlnodes import NodeReader
 
 #: API Gateway caches an authorizer's answer for an hour at most.
@@ -163,10 +163,7 @@ def read_authorizers(
     if entries is None:
         return {}, ()
     found: dict[str, Authorizer] = {}
-    for name, (key_node, value_node) in entries.items():
-        if not NAME.match(name):
-            reader.error(key_node, f"authorizers: bad name {name!r} (1-63 of a-z, 0-9, '_', '-')")
-            continue
+    for name, value_node in values.named(reader, "authorizers", entries):
         authorizer = _read_authorizer(reader, name, value_node)
         if authorizer is not None:
             found[name] = authorizer

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from yaml.nodes import Node
 
-from proxy.table import fields
+from proxy.table import fields, values
 from proxy.table.fields import Field, Fields
 from proxy.table.model import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -24,7 +24,6 @@ from proxy.table.model import (
     Kind,
 )
 from proxy.table.resilience import read_circuit_breaker
-from proxy.table.values import NAME
 from proxy.table.yamlnodes import NodeReader
 
 MAX_TIMEOUT = 3600.0
@@ -157,10 +156,7 @@ def read_backends(reader: NodeReader, node: Node) -> dict[str, Backend]:
     if not entries:
         reader.error(node, "backends: at least one backend is required")
     backends: dict[str, Backend] = {}
-    for name, (key_node, value_node) in entries.items():
-        if not NAME.match(name):
-            reader.error(key_node, f"backends: bad name {name!r} (1-63 of a-z, 0-9, '_', '-')")
-            continue
+    for name, value_node in values.named(reader, "backends", entries):
         backend = _read_backend(reader, name, value_node)
         if backend is not None:
             backends[name] = backend

@@ -6,7 +6,7 @@ returns None, after reporting, for a value that is not acceptable."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from decimal import Decimal, InvalidOperation
 
 from yaml.nodes import Node
@@ -16,6 +16,18 @@ from proxy.table.yamlnodes import NodeReader
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: A backend's or a route's name (also a label value of their metrics).
 NAME = re.compile(r"[a-z0-9_-]{1,63}\Z")
+
+
+def named(
+    reader: NodeReader, where: str, entries: dict[str, tuple[Node, Node]]
+) -> Iterator[tuple[str, Node]]:
+    """A mapping's (name, value node) whose keys are valid names (the others reported): the
+    entries of ``backends`` and ``authorizers``."""
+    for name, (key_node, value_node) in entries.items():
+        if not NAME.match(name):
+            reader.error(key_node, f"{where}: bad name {name!r} (1-63 of a-z, 0-9, '_', '-')")
+            continue
+        yield name, value_node
 
 
 def percentage(reader: NodeReader, where: str, node: Node) -> int | None:
