@@ -103,6 +103,8 @@ class Application:
         await self.shadower.aclose()
         for backend in self.runtime.table.backends.values():
             await backend.aclose()
+        for authorizer in self.runtime.table.authorizers.values():
+            await authorizer.aclose()
         await self.client.aclose()
         await self.upstream.aclose()
         if self.access_log is not None:

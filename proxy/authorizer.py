@@ -34,7 +34,7 @@ from proxy.authcache import DecisionCache, Key
 from proxy.backends.base import Answer, Backend, ProxyRequest
 from proxy.backends.lambda_payload import build_authorizer_event, parse_authorizer_result
 from proxy.errors import AuthorizerUnavailable, Forbidden, GatewayError
-from proxy.headers import client_response_headers
+from proxy.headers import client_response_headers, cookie_values, header_values
 from proxy.table import model
 
 #: The most of an authorizer's answer body the gateway reads (its identity context, or the
@@ -135,7 +135,6 @@ class Authorizer:
         self.name = spec.name
         #: Whatever a client sends under these names never reaches a backend of its routes.
         self.identity_headers = spec.identity_headers
-        self.backend = backend
         self._caller: Caller = (
             UrlCaller(spec, backend) if spec.url is not None else FunctionCaller(spec, backend)
         )
@@ -150,7 +149,7 @@ class Authorizer:
         """Every value of each identity source, in order, or None when one is missing."""
         key: list[tuple[str, ...]] = []
         for is_cookie, name in self._sources:
-            found = _cookie_values(headers, name) if is_cookie else _header_values(headers, name)
+            found = cookie_values(headers, name) if is_cookie else header_values(headers, name)
             if not found:
                 return None
             key.append(found)
@@ -242,9 +241,15 @@ class UrlCaller:
         headers.append((b"x-forwarded-uri", uri))
         headers += [(name, value) for name, value in request.headers if name in _FROM_GATEWAY]
         ask = dataclasses.replace(
-            request, method="GET", path=self._path, query=b"", headers=headers, host=None
+            request,
+            method="GET",
+            path=self._path,
+            query=b"",
+            headers=headers,
+            host=None,
+            target_path=None,
+            empty_query=False,
         )
-        ask.target_path, ask.empty_query = None, False
         try:
             answer = await self._backend.call(ask)
         except GatewayError as exc:
@@ -252,6 +257,9 @@ class UrlCaller:
         body = await self._read(answer)
         if 200 <= answer.status < 300:
             return Allow(self._identity_headers(answer.headers), _json_object(body))
+        if answer.status >= 500:
+            # The authorizer failed, it did not decide: never a pass, even on optional routes.
+            raise self._failed(f"it answered {answer.status}")
         relayed = client_response_headers(answer.headers, "", answer.status)
         kept = tuple(
             (name, value)
@@ -353,22 +361,6 @@ def _split_url(url: str) -> tuple[str, str]:
     scheme, _, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     return f"{scheme}://{authority}", slash + path if slash else "/"
-
-
-def _cookie_values(headers: RawHeaders, name: bytes) -> tuple[str, ...]:
-    prefix = name + b"="
-    found: list[str] = []
-    for header, value in headers:
-        if header == b"cookie":
-            for pair in value.split(b";"):
-                pair = pair.strip()
-                if pair.startswith(prefix):
-                    found.append(pair[len(prefix) :].decode("latin-1"))
-    return tuple(found)
-
-
-def _header_values(headers: RawHeaders, name: bytes) -> tuple[str, ...]:
-    return tuple(value.decode("latin-1") for header, value in headers if header == name)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

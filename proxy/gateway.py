@@ -160,6 +160,7 @@ class Gateway:
         body = _Body(receive, self._limits.body_idle_timeout) if head.has_body else None
         task = cycle.task if cycle is not None else asyncio.current_task()
         assert task is not None
+        authorizer = route.authorizer
         upstream_headers = upstream_request_headers(
             headers,
             head,
@@ -171,13 +172,10 @@ class Gateway:
             routed=table.routed_headers,
             traceparent=trace.header,
             tracestate=tracestate,
-        )
-        authorizer = route.authorizer
-        if authorizer is not None and authorizer.identity_headers:
             # Whatever the authorizer answers, a client never sets its own identity headers
             # (docs/authorizers.md, "Anti-spoofing").
-            drop = authorizer.identity_headers
-            upstream_headers = [(n, v) for n, v in upstream_headers if n not in drop]
+            remove=authorizer.identity_headers if authorizer is not None else frozenset(),
+        )
         target_path = None
         if route.rewrite is not None:
             target_path, replaced = route.rewrite.apply(resolved.path, resolved.captures)

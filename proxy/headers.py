@@ -169,13 +169,17 @@ def upstream_request_headers(
     routed: frozenset[bytes] = frozenset(),
     traceparent: bytes | None = None,
     tracestate: bool = True,
+    remove: frozenset[bytes] = frozenset(),
 ) -> RawHeaders:
     """The request's headers as a backend sees them: ``host`` is the Host in its normal form
     (:mod:`proxy.hosts`); ``routed`` names fields the table routes on, which a ``Connection``
     option may not remove either. ``traceparent``, when given, replaces the client's
     (:mod:`proxy.tracecontext`), and the client's ``tracestate`` goes on only with
-    ``tracestate``."""
+    ``tracestate``. The client's values of ``remove`` never pass (a route's authorizer's
+    identity headers)."""
     drop = _REQUEST_DROP if forwarding.trusted else _UNTRUSTED_DROP
+    if remove:
+        drop = drop | remove
     if head.connection_tokens:
         drop = drop | (head.connection_tokens - NEVER_NOMINATED - routed)
     if traceparent is not None:
@@ -228,14 +232,24 @@ def client_response_headers(headers: RawHeaders, request_id: str, status: int) -
 
 def cookie_value(headers: RawHeaders, name: bytes) -> str | None:
     """The value of cookie ``name`` in the request's Cookie headers, or None."""
+    found = cookie_values(headers, name, first=True)
+    return found[0] if found else None
+
+
+def cookie_values(headers: RawHeaders, name: bytes, first: bool = False) -> tuple[str, ...]:
+    """Every value of cookie ``name`` in the request's Cookie headers, in order (the first
+    only, with ``first``)."""
     prefix = name + b"="
+    found: list[str] = []
     for header_name, value in headers:
         if header_name == b"cookie":
             for pair in value.split(b";"):
                 pair = pair.strip()
                 if pair.startswith(prefix):
-                    return pair[len(prefix) :].decode("latin-1")
-    return None
+                    found.append(pair[len(prefix) :].decode("latin-1"))
+                    if first:
+                        return tuple(found)
+    return tuple(found)
 
 
 def header_value(headers: RawHeaders, name: bytes) -> str | None:
@@ -244,3 +258,8 @@ def header_value(headers: RawHeaders, name: bytes) -> str | None:
         if header_name == name:
             return value.decode("latin-1")
     return None
+
+
+def header_values(headers: RawHeaders, name: bytes) -> tuple[str, ...]:
+    """Every value of header ``name`` (lower-case), in order."""
+    return tuple(value.decode("latin-1") for header_name, value in headers if header_name == name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import re
 import secrets
@@ -115,7 +116,9 @@ def build_event(
     if request.identity is not None:
         # What the route's authorizer said of the caller, where API Gateway puts a Lambda
         # authorizer's context (docs/authorizers.md).
-        event["requestContext"]["authorizer"] = {"lambda": request.identity}
+        # A copy: the context may be a cached answer, shared with the next request of the
+        # same caller, and a handler may change what it is given.
+        event["requestContext"]["authorizer"] = {"lambda": copy.deepcopy(request.identity)}
     # An empty body is no "body" key and isBase64Encoded false, whatever its type.
     if body:
         text = _as_text(body) if is_text_type(headers.get("content-type")) else None
@@ -136,7 +139,7 @@ def build_authorizer_event(
     event = build_event(request, b"", now)
     del event["isBase64Encoded"]
     context = event["requestContext"]
-    context.pop("authorizer", None)
+    context.pop("authorizer", None)  # an authorizer decides before there is any identity
     method, path = context["http"]["method"], event["rawPath"]
     return {
         "version": "2.0",

@@ -11,7 +11,6 @@ from types import MappingProxyType
 
 from yaml.nodes import Node
 
-from proxy.headers import HOP_BY_HOP
 from proxy.table import fields, values
 from proxy.table.backends import read_function_ref, read_url
 from proxy.table.fields import Field, Fields, Values
@@ -23,11 +22,6 @@ from proxy.table.yamlnodes import NodeReader
 #: API Gateway caches an authorizer's answer for an hour at most.
 MAX_TTL = 3600.0
 MAX_TIMEOUT = 60.0
-#: Request headers a url authorizer is never sent from the client: they frame the request, or
-#: the gateway sets them itself (X-Forwarded-*, X-Request-Id).
-_NOT_FORWARDED = HOP_BY_HOP | frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"x-request-id", b"via"}
-)
 
 
 def _identity(
@@ -49,6 +43,13 @@ def _identity(
         if source not in ("cookie", "header") or not TOKEN.match(name):
             reader.error(item, f"{where}[{index}]: {text!r} is not cookie:NAME or header:NAME")
             return None
+        # A header the identity is read from is also sent to a url authorizer (by default).
+        refused = "cannot identify a caller"
+        if (
+            source == "header"
+            and allowed_name(reader, f"{where}[{index}]", item, name, refused) is None
+        ):
+            return None
         value = IdentitySource(source, name.lower() if source == "header" else name)
         if value in found:
             reader.error(item, f"{where}[{index}]: {text!r} is listed twice")
@@ -59,18 +60,7 @@ def _identity(
 
 def _forwardable(reader: NodeReader, where: str, node: Node, name: str) -> bytes | None:
     """``name`` lower-case, if the client's values of it may be sent to a url authorizer."""
-    lowered = name.lower().encode("latin-1")
-    if not TOKEN.match(name):
-        reader.error(node, f"{where}: {name!r} is not a header name")
-        return None
-    if lowered in _NOT_FORWARDED or lowered.startswith(b"x-forwarded-"):
-        reader.error(
-            node,
-            f"{where}: {name!r} is never forwarded (hop-by-hop fields, Host, Content-Length, "
-            "Transfer-Encoding, Via, X-Request-Id and X-Forwarded-* are the gateway's)",
-        )
-        return None
-    return lowered
+    return allowed_name(reader, where, node, name, "is never forwarded")
 
 
 def _names(
@@ -187,15 +177,26 @@ def _read_authorizer(reader: NodeReader, name: str, node: Node) -> Authorizer | 
     value, identity = got.get(_TARGETS[target]), got.get(_IDENTITY)
     if value is None or identity is None:
         return None
+    # By default, what the identity is read from, and nothing else.
+    identified = tuple(
+        dict.fromkeys(
+            b"cookie" if source.source == "cookie" else source.name.encode("latin-1")
+            for source in identity
+        )
+    )
     forward = got.get(_FORWARD_HEADERS)
     if forward is None:
-        # By default, what the identity is read from, and nothing else.
-        forward = tuple(
-            dict.fromkeys(
-                b"cookie" if source.source == "cookie" else source.name.encode("latin-1")
-                for source in identity
-            )
+        forward = identified
+    elif got[_TTL] > 0 and not set(forward) <= set(identified):
+        # The cache key is the identity alone: an answer that other headers decided would be
+        # served to callers who sent other values (docs/authorizers.md, "The cache").
+        extra = ", ".join(sorted(n.decode() for n in set(forward) - set(identified)))
+        reader.error(
+            got.node(_FORWARD_HEADERS) or node,
+            f"{where}.forward_headers: {extra} is not in identity; with a ttl, an authorizer may "
+            "be sent only what the cache key holds",
         )
+        return None
     return Authorizer(
         name=name,
         url=value if target == "url" else None,

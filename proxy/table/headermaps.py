@@ -24,8 +24,11 @@ FORBIDDEN = HOP_BY_HOP | frozenset(
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*\Z")
 
 
-def allowed_name(reader: NodeReader, where: str, node: Node, name: str) -> bytes | None:
-    """``name`` lower-case, if a table may set it on a request (else reported: None)."""
+def allowed_name(
+    reader: NodeReader, where: str, node: Node, name: str, refused: str = "may not be changed"
+) -> bytes | None:
+    """``name`` lower-case, if a table may name it in a header map, an authorizer's headers or
+    its identity (else reported, saying it ``refused``: None)."""
     if not TOKEN.match(name):
         reader.error(node, f"{where}: {name!r} is not a header name")
         return None
@@ -33,7 +36,7 @@ def allowed_name(reader: NodeReader, where: str, node: Node, name: str) -> bytes
     if lowered in FORBIDDEN or lowered.startswith(b"x-forwarded-"):
         reader.error(
             node,
-            f"{where}: {name!r} may not be changed (hop-by-hop fields, Host, Content-Length, "
+            f"{where}: {name!r} {refused} (hop-by-hop fields, Host, Content-Length, "
             "Transfer-Encoding, X-Forwarded-*, Via and X-Request-Id are the gateway's)",
         )
         return None

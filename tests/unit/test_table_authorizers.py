@@ -120,8 +120,27 @@ def test_a_function_authorizer_maps_its_context_to_headers() -> None:
             "a:\n  url: http://h/x\n  identity: [cookie:s]\n  forward_headers: [Connection]\n",
             "authorizer: a",
             "t.yaml:8:23: authorizers.a.forward_headers[0]: 'Connection' is never forwarded "
-            "(hop-by-hop fields, Host, Content-Length, Transfer-Encoding, Via, X-Request-Id and "
-            "X-Forwarded-* are the gateway's)",
+            "(hop-by-hop fields, Host, Content-Length, Transfer-Encoding, X-Forwarded-*, Via and "
+            "X-Request-Id are the gateway's)",
+        ),
+        (
+            "a:\n  url: http://h/x\n  identity: [cookie:s]\n  forward_headers: ['\u2713']\n",
+            "authorizer: a",
+            "t.yaml:8:23: authorizers.a.forward_headers[0]: '\u2713' is not a header name",
+        ),
+        (
+            "a:\n  url: http://h/x\n  identity: [header:Host]\n",
+            "authorizer: a",
+            "t.yaml:7:16: authorizers.a.identity[0]: 'Host' cannot identify a caller (hop-by-hop "
+            "fields, Host, Content-Length, Transfer-Encoding, X-Forwarded-*, Via and X-Request-Id "
+            "are the gateway's)",
+        ),
+        (
+            "a:\n  url: http://h/x\n  identity: [cookie:s]\n  ttl: 30s\n"
+            "  forward_headers: [Cookie, X-Tenant]\n",
+            "authorizer: a",
+            "t.yaml:9:22: authorizers.a.forward_headers: x-tenant is not in identity; with a ttl, "
+            "an authorizer may be sent only what the cache key holds",
         ),
         (
             "a:\n  url: http://h/x\n  identity: [cookie:s]\n  context_headers: {sub: X-User}\n",
