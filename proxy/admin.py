@@ -6,7 +6,6 @@ It reads the same live snapshot as the gateway and never changes it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -109,8 +108,7 @@ def create_admin(
         snapshots = [inventory.snapshot()]
         directory = metrics.multiprocess_dir
         if directory is not None:
-            mine = f"inventory-{os.getpid()}.json"
-            snapshots += worker_snapshots(directory, skip=mine)
+            snapshots += worker_snapshots(directory)
         kinds = {name: b.kind.value for name, b in runtime.table.backends.items()}
         return {**merge(snapshots, kinds, samples), "enabled": True}
 

@@ -398,7 +398,9 @@ class Gateway:
         got it (the inventory redacts it)."""
         answer, copy = taps
         sent = answer.captured
-        body = b"" if copy is None else None if copy.too_large else bytes(copy.copy)
+        # A body the backend answered before it had all of it is not the request it got.
+        whole = copy is None or (not copy.too_large and copy.done.done())
+        body = b"" if copy is None else bytes(copy.copy) if whole else None
         inventory.add_sample(
             backend,
             request.method,

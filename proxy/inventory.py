@@ -17,7 +17,9 @@ second it changed, and ``GET /inventory`` merges every worker's.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
 import re
 import time
@@ -27,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from proxy.asgi import RawHeaders
+from proxy.rollout.edit import write_atomically
+from proxy.shadow import REDACTED
 from proxy.timefmt import iso_time
+
+log = logging.getLogger("strangler.inventory")
 
 MAX_TEMPLATES = 1000
 #: A template longer than this is counted in ``other``: no real endpoint has one.
@@ -37,7 +43,9 @@ MAX_SAMPLE_BODY = 64 * 1024
 #: All samples of all backends together, in bytes.
 MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 FOLD_CACHE = 4096
-REDACTED = "REDACTED"
+#: Copies of a template's exchanges tried before it stops being sampled (they never completed,
+#: or were answered by another backend, or did not fit).
+MAX_SAMPLE_ATTEMPTS = 10
 #: Request and response headers whose values never go into a sample.
 ALWAYS_REDACTED = frozenset({b"cookie", b"authorization", b"set-cookie", b"proxy-authorization"})
 #: JSON keys (any case, as part of the name) whose values are redacted in sampled bodies.
@@ -94,7 +102,10 @@ class Entry:
     errors: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    #: Each sample as its JSON text: what it costs in memory is its length.
+    samples: list[str] = field(default_factory=list)
+    #: Exchanges copied to be sampled, kept or not.
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -117,10 +128,16 @@ class Inventory:
         self.dirty = False
 
     def template(self, path: str) -> str:
+        """The path's template, from a cache of the busiest recent paths (least recently used
+        first out; a path too long to be a template is never kept, so the cache stays small
+        in bytes whatever the paths)."""
         folds = self._folds
         found = folds.get(path)
-        if found is None:
-            found = fold(path)
+        if found is not None:
+            folds.move_to_end(path)
+            return found
+        found = fold(path)
+        if len(path) <= MAX_TEMPLATE_LENGTH:
             folds[path] = found
             if len(folds) > FOLD_CACHE:
                 folds.popitem(last=False)
@@ -152,6 +169,7 @@ class Inventory:
             return
         if not entry.requests:
             entry.first_seen = now
+        entry.route = route  # the route that last sent it (--record's route tests expect it)
         entry.requests += 1
         entry.errors += error
         entry.last_seen = now
@@ -164,7 +182,8 @@ class Inventory:
         if entry is None:
             entries = self.backends.get(backend, {})
             return len(entries) < MAX_TEMPLATES and len(template) <= MAX_TEMPLATE_LENGTH
-        return len(entry.samples) < SAMPLES_PER_TEMPLATE
+        # Exchanges that never complete (or always fall back) stop being copied after a while.
+        return len(entry.samples) < SAMPLES_PER_TEMPLATE and entry.attempts < MAX_SAMPLE_ATTEMPTS
 
     def add_sample(
         self,
@@ -179,6 +198,7 @@ class Inventory:
         entry = self.backends.get(backend, {}).get((method, template))
         if entry is None or len(entry.samples) >= SAMPLES_PER_TEMPLATE:
             return
+        entry.attempts += 1
         path, query, request_headers, request_body = request
         status, response_headers, response_body = response
         # (A shadowed request's copies are the shadow's, whose limit may be larger.)
@@ -190,7 +210,7 @@ class Inventory:
             "request": {
                 "method": method,
                 "path": path,
-                "query": query.decode("latin-1"),
+                "query": _redacted_query(query.decode("latin-1")),
                 "headers": self._headers(request_headers),
                 "body": self._body(request_body, request_headers),
             },
@@ -200,16 +220,21 @@ class Inventory:
                 "body": self._body(response_body, response_headers),
             },
         }
-        size = len(json.dumps(sample))
-        if self.sample_bytes + size > MAX_SAMPLE_BYTES:
+        text = json.dumps(sample)
+        if self.sample_bytes + len(text) > MAX_SAMPLE_BYTES:
             return
-        self.sample_bytes += size
-        entry.samples.append(sample)
+        self.sample_bytes += len(text)
+        entry.samples.append(text)
         self.dirty = True
 
     def _headers(self, headers: RawHeaders) -> list[list[str]]:
         return [
-            [name.decode("latin-1"), REDACTED if name in self._redact else value.decode("latin-1")]
+            [
+                name.decode("latin-1"),
+                REDACTED
+                if name in self._redact or _SECRET_KEY.search(name.decode("latin-1"))
+                else value.decode("latin-1"),
+            ]
             for name, value in headers
         ]
 
@@ -224,11 +249,12 @@ class Inventory:
             except ValueError:
                 pass
         try:
-            return {"text": body.decode("utf-8")}
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
-
             return {"base64": base64.b64encode(body).decode("ascii")}
+        if b"x-www-form-urlencoded" in kind:
+            return {"text": _redacted_query(text)}  # a login form's password
+        return {"text": text}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON: what a worker writes for the others to merge."""
@@ -257,10 +283,11 @@ class Inventory:
         if not self.dirty:
             return
         self.dirty = False
-        path = Path(directory) / f"inventory-{os.getpid()}.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.snapshot()))
-        os.replace(temporary, path)
+        try:
+            write_atomically(Path(directory) / own_file(), json.dumps(self.snapshot()).encode())
+        except OSError as exc:  # the metrics' flush goes on; the next change tries again
+            self.dirty = True
+            log.warning("cannot write the inventory for the other workers: %s", exc)
 
 
 def merge(
@@ -289,8 +316,7 @@ def merge(
                 entry["first"] = min(entry["first"], first)
                 if last > entry["last"]:
                     entry["last"], entry["route"] = last, route
-                room = SAMPLES_PER_TEMPLATE - len(entry["samples"])
-                entry["samples"] += kept[: max(0, room)]
+                entry["samples"] += kept[: SAMPLES_PER_TEMPLATE - len(entry["samples"])]
         for backend, (requests, errors) in snapshot["other"].items():
             total = other.setdefault(backend, [0, 0])
             total[0] += requests
@@ -318,7 +344,7 @@ def merge(
                         "errors": e["errors"],
                         "first_seen": iso_time(e["first"]),
                         "last_seen": iso_time(e["last"]),
-                        **({"samples": e["samples"]} if samples else {}),
+                        **({"samples": [json.loads(t) for t in e["samples"]]} if samples else {}),
                     }
                     for (method, template), e in entries[:MAX_TEMPLATES]
                 ],
@@ -345,7 +371,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
                             t["errors"],
                             _epoch(t["first_seen"]),
                             _epoch(t["last_seen"]),
-                            t.get("samples", []),
+                            [json.dumps(sample) for sample in t.get("samples", [])],
                         ]
                         for t in b["templates"]
                     ]
@@ -366,18 +392,36 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def worker_snapshots(directory: str, skip: str = "") -> list[dict[str, Any]]:
-    """Every worker's last snapshot in ``directory`` but the file ``skip`` (this worker's,
-    whose live inventory is newer)."""
+def own_file() -> str:
+    """This worker's inventory file in the metrics directory."""
+    return f"inventory-{os.getpid()}.json"
+
+
+def worker_snapshots(directory: str) -> list[dict[str, Any]]:
+    """Every other worker's last snapshot in ``directory`` (this worker's live inventory is
+    newer than its file)."""
     found = []
     for path in sorted(Path(directory).glob("inventory-*.json")):
-        if path.name == skip:
+        if path.name == own_file():
             continue
         try:
             found.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
     return found
+
+
+def _redacted_query(query: str) -> str:
+    """A query (or a form body) with the values of secret-looking parameters redacted; the
+    others kept, so that the sample can be replayed."""
+    if not query:
+        return query
+    return "&".join(
+        f"{part.split('=', 1)[0]}={REDACTED}"
+        if "=" in part and _SECRET_KEY.search(part.split("=", 1)[0])
+        else part
+        for part in query.split("&")
+    )
 
 
 def _redacted(value: Any) -> Any:

@@ -58,7 +58,7 @@ def format_table(report: dict[str, Any]) -> str:
 def route_name(template: str) -> str:
     """A route name from a template: its words, ``{id}`` as ``id``."""
     words = [re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-") for part in template.split("/")]
-    name = "-".join(w.replace("{id", "id").replace("}", "") for w in words if w) or "root"
+    name = "-".join(w for w in words if w) or "root"
     return name[:63].strip("-") or "root"
 
 
@@ -100,6 +100,7 @@ def record(report: dict[str, Any], directory: Path) -> int:
         "# sample. Check them with `strangler check -c TABLE --tests` (docs/inventory.md).",
     ]
     written = 0
+    stems: set[str] = set()
     for backend in report["backends"]:
         for t in backend["templates"]:
             for number, sample in enumerate(t.get("samples", []), 1):
@@ -107,6 +108,9 @@ def record(report: dict[str, Any], directory: Path) -> int:
                 target = request["path"] + (f"?{request['query']}" if request["query"] else "")
                 name = route_name(t["template"])
                 stem = f"{backend['backend']}-{t['method'].lower()}-{name}-{number}"
+                while stem in stems:  # /cart/items and /cart-items read alike as names
+                    stem += "-again"
+                stems.add(stem)
                 document = {"backend": backend["backend"], "template": t["template"], **sample}
                 write_atomically(
                     fixtures / f"{stem}.json",

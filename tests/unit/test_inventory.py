@@ -4,6 +4,7 @@ and in memory; samples and their redaction; merging workers and replicas."""
 
 from __future__ import annotations
 
+import json
 import random
 import string
 import tracemalloc
@@ -123,7 +124,19 @@ def test_counts_errors_and_times() -> None:
         inventory.count("monolith", "cart", "GET", "/cart", status)
     entry = inventory.backends["monolith"][("GET", "/cart")]
     assert (entry.requests, entry.errors) == (4, 2)
-    assert entry.first_seen <= entry.last_seen
+    assert 0 < entry.first_seen <= entry.last_seen
+    inventory.count("monolith", "cart-v2", "GET", "/cart", 200)
+    assert entry.route == "cart-v2"  # the route that sent it last
+
+
+def test_the_cache_of_folds_keeps_no_path_too_long_to_be_a_template() -> None:
+    inventory = Inventory()
+    for number in range(5000):
+        inventory.template(f"/{'x' * 7000}/{number}")
+    assert len(inventory._folds) == 0
+    for number in range(5000):
+        inventory.template(f"/orders/{number}")
+    assert len(inventory._folds) == 4096
 
 
 def test_samples_are_redacted_and_limited() -> None:
@@ -150,7 +163,7 @@ def test_samples_are_redacted_and_limited() -> None:
         )  # fmt: skip
     samples = inventory.backends["monolith"][("POST", "/auth/login")].samples
     assert len(samples) == SAMPLES_PER_TEMPLATE
-    sample = samples[0]
+    sample = json.loads(samples[0])
     assert sample["request"]["headers"] == [
         ["cookie", REDACTED], ["authorization", REDACTED], ["x-api-key", REDACTED],
         ["content-type", "application/json"], ["accept", "*/*"],
@@ -165,6 +178,27 @@ def test_samples_are_redacted_and_limited() -> None:
     assert sample["response"]["headers"][0] == ["set-cookie", REDACTED]
     assert sample["response"]["body"] == {"json": {"token": REDACTED, "user": {"id": 1}}}
     assert "s3cret" not in str(samples)
+    assert inventory.sample_bytes == sum(len(sample) for sample in samples)
+
+
+def test_secret_query_parameters_form_fields_and_token_headers_are_redacted() -> None:
+    inventory = Inventory()
+    inventory.count("monolith", "login", "POST", "/login", 302)
+    inventory.add_sample(
+        "monolith", "POST", "/login",
+        (
+            "/login",
+            b"next=%2Fcart&access_token=s3cret",
+            [(b"content-type", b"application/x-www-form-urlencoded"), (b"x-auth-token", b"s3cret")],
+            b"username=alice&password=s3cret",
+        ),
+        (302, [(b"location", b"/cart")], b""),
+    )  # fmt: skip
+    (text,) = inventory.backends["monolith"][("POST", "/login")].samples
+    sample = json.loads(text)
+    assert sample["request"]["query"] == f"next=%2Fcart&access_token={REDACTED}"
+    assert sample["request"]["body"] == {"text": f"username=alice&password={REDACTED}"}
+    assert sample["request"]["headers"][1] == ["x-auth-token", REDACTED]
 
 
 def test_workers_and_replicas_merge_into_one_report() -> None:
@@ -191,6 +225,7 @@ def test_a_body_over_the_sample_limit_is_kept_as_null() -> None:
     inventory.add_sample(
         "monolith", "POST", "/upload", ("/upload", b"", [], big), (200, [], b"y" * 64 * 1024)
     )
-    (sample,) = inventory.backends["monolith"][("POST", "/upload")].samples
+    (text,) = inventory.backends["monolith"][("POST", "/upload")].samples
+    sample = json.loads(text)
     assert sample["request"]["body"] is None
     assert sample["response"]["body"] == {"text": "y" * 64 * 1024}
