@@ -671,7 +671,7 @@ def _rollout(args: argparse.Namespace) -> int:
             state_file = Path(args.state) if args.state else state_path(table)
             store = FileStore(table, state_file)
             if not args.dry_run:
-                lock = Lock(lock_path(state_file))
+                lock = Lock(lock_path(table))
                 lock.acquire()
     except LockHeld as exc:
         print(f"strangler rollout: another controller runs: {exc}", file=sys.stderr)

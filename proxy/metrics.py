@@ -168,7 +168,7 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
-        self._rollouts: set[str] = set()
+        self.rollouts: set[str] = set()
         #: Authorizer name -> its bound children.
         self.authorizers: dict[str, AuthorizerMetrics] = {}
         self.telemetry_dropped = Counter(
@@ -268,11 +268,11 @@ class Metrics:
         """``strangler_rollout_step`` of each route with a rollout; the series of routes that
         no longer have one are removed."""
         with _removing():
-            for route in self._rollouts - set(steps):
+            for route in self.rollouts - set(steps):
                 self.rollout_step.remove(route)
         for route, step in steps.items():
             self.rollout_step.labels(route).set(step)
-        self._rollouts = set(steps)
+        self.rollouts = set(steps)
 
     def table_loaded(self, when: float | None = None) -> None:
         self.reloads.labels("success").inc()
@@ -402,8 +402,13 @@ class _LiveSeries:
         self._inner = inner
 
     def collect(self) -> Iterable[Metric]:
+        rollouts = self._metrics.rollouts
         for family in self._inner.collect():
-            family.samples = [s for s in family.samples if self._metrics.is_live(s.labels)]
+            if family.name == "strangler_rollout_step":
+                # A route that lost its rollout keeps its series in the workers' files.
+                family.samples = [s for s in family.samples if s.labels["route"] in rollouts]
+            else:
+                family.samples = [s for s in family.samples if self._metrics.is_live(s.labels)]
             yield family
 
 

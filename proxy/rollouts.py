@@ -16,6 +16,8 @@ from proxy.timefmt import iso_time
 def rollouts_report(table: CompiledTable) -> dict[str, Any]:
     """``GET /rollouts``: every route with a rollout, in the table's order."""
     state_file = state_path(table.model.source)
+    if not any(route.rollout is not None for route in table.model.routes):
+        return {"state_file": None, "state_error": None, "routes": []}
     problem = None
     try:
         state = load_state(Path(state_file))

@@ -64,6 +64,11 @@ class Controller:
         self.state = State()
         self._clock = clock
         self._say = say
+        #: A dry run's table and state, played forward in memory from round to round (nothing
+        #: is written, so the store would give the first round's again).
+        self._dry: tuple[bytes, State] | None = None
+        #: This round's decision lines, said once it is known whether they were written.
+        self._pending: list[dict[str, Any]] = []
 
     def round(self) -> list[Outcome]:
         """Decide once for every route with a rollout; what was decided. The table and the
@@ -76,8 +81,11 @@ class Controller:
         except (StoreError, ValueError) as exc:
             log.error("no decision this round: %s", exc)
             return []
-        self.source.restore(self.state.totals)
         data = snapshot.table
+        if self.dry_run and self._dry is not None:
+            data, self.state = self._dry
+        self.source.restore(self.state.totals)
+        self._pending = []
         try:
             table = parse_table(data, self.store.name)
         except TableError as exc:
@@ -100,27 +108,33 @@ class Controller:
         for gone in set(self.state.routes) - known:
             del self.state.routes[gone]
         if self.dry_run:
+            self._dry = (data, self.state)
+            self._tell(written=False)
             return outcomes
         changed = data if data != snapshot.table else None
+        written = False
         try:
             written = self.store.write(snapshot.version, changed, self.state.to_json())
         except (StoreError, OSError) as exc:
             log.error("cannot write this round's decisions: %s", exc)
-            return outcomes
         if not written:
             log.warning(
-                "%s changed while the round judged it; its decisions wait for the next round",
+                "%s was not written (changed while the round judged it, or failing); the "
+                "decisions wait for the next round",
                 self.store.name,
             )
-        for outcome in outcomes:
-            if outcome.action in (PROMOTE, ROLLBACK) and written and changed is not None:
-                log.info(
-                    "route %s: %s, %s%% now",
-                    outcome.route,
-                    outcome.action,
-                    format_weight(outcome.weight),
-                )
+        self._tell(written)
         return outcomes
+
+    def _tell(self, written: bool) -> None:
+        """Say this round's decisions, each with whether it took effect: a promote or a
+        rollback is ``written`` only when its weights reached the store."""
+        for line in self._pending:
+            edits = line["action"] in (PROMOTE, ROLLBACK)
+            line["written"] = written and (line.pop("edited", False) or not edits)
+            self._say(json.dumps(line))
+            if edits and line["written"]:
+                log.info("route %s: %s, %s%% now", line["route"], line["action"], line["to"])
 
     def _route(self, table: Table, route: Route, now: float) -> Outcome | None:
         rollout = route.rollout
@@ -163,7 +177,7 @@ class Controller:
         repeated = (
             decision.action == HOLD
             and last is not None
-            and (last["action"], last.get("rule"), last["from"])
+            and (last["action"], last["rule"], last["from"])
             == (HOLD, decision.rule, outcome.before)
         )
         entry = {
@@ -179,7 +193,7 @@ class Controller:
             last.update(entry)  # the same hold, with this round's numbers
         else:
             state.record(entry)
-            self._say(json.dumps({"route": route, "dry_run": self.dry_run, **entry}))
+            self._pending.append({"route": route, "dry_run": self.dry_run, **entry})
         if decision.action == COMPLETE:
             state.completed = True
         return outcome
@@ -202,6 +216,8 @@ class Controller:
         state.weight, state.began_at = weights[rollout.to], now
         state.baseline = self.source.baseline(view)
         state.rolled_back = outcome.action == ROLLBACK
+        if self._pending and self._pending[-1]["route"] == route.name:
+            self._pending[-1]["edited"] = True
         return edited.encode("utf-8")
 
 

@@ -16,10 +16,9 @@ import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from proxy.table.loader import parse_table
+from proxy.table.loader import parse_table, read_yaml
 from proxy.table.model import Table
 
 
@@ -36,7 +35,7 @@ def set_weights(text: str, source: str, route: str, weights: dict[str, int]) -> 
     """``text`` with the route's split weights replaced by ``weights`` (basis points by
     backend), and the table it now is (``source`` names it in messages). Raises EditError, or
     the loader's TableError when the result would not load."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = read_yaml(text.encode("utf-8"), source)
     split = _split_node(root, route)
     spans: list[tuple[int, int, str]] = []
     for key, value in split.value:

@@ -24,8 +24,9 @@ def state_path(table: str | Path) -> Path:
     return Path(f"{table}.rollout.json")
 
 
-def lock_path(state: Path) -> Path:
-    return state.with_name(state.name.removesuffix(".json") + ".lock")
+def lock_path(table: str | Path) -> Path:
+    """The table's lock (one controller per table, wherever its state is kept)."""
+    return Path(f"{table}.rollout.lock")
 
 
 @dataclass
@@ -78,18 +79,17 @@ def parse_state(data: bytes | None, where: str) -> State:
     """A state from its JSON (None: there is none yet); ValueError when it is not one."""
     if data is None:
         return State()
-    path = where
     try:
         document = json.loads(data)
     except ValueError as exc:
-        raise ValueError(f"{path}: not a rollout state file: {exc}") from None
+        raise ValueError(f"{where}: not a rollout state file: {exc}") from None
     if not isinstance(document, dict) or document.get("version") != VERSION:
-        raise ValueError(f"{path}: not a version {VERSION} rollout state file")
+        raise ValueError(f"{where}: not a version {VERSION} rollout state file")
     try:
         routes = {name: RouteState(**route) for name, route in document["routes"].items()}
         return State(routes, {key: list(entry) for key, entry in document["totals"].items()})
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a rollout state file: {exc}") from None
+        raise ValueError(f"{where}: not a rollout state file: {exc}") from None
 
 
 class LockHeld(Exception):

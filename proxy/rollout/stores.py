@@ -10,7 +10,7 @@ there now.
 
 from __future__ import annotations
 
-import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import httpx
 
 from proxy.rollout.edit import write_atomically
+from proxy.table.loader import digest
 
 #: Where a pod's ServiceAccount token and the cluster's CA are mounted.
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -59,10 +60,10 @@ class FileStore:
             state = self.state.read_bytes() if self.state.exists() else None
         except OSError as exc:
             raise StoreError(f"cannot read {exc.filename}: {exc.strerror}") from None
-        return Snapshot(data, state, hashlib.sha256(data).hexdigest())
+        return Snapshot(data, state, digest(data))
 
     def write(self, version: str, table: bytes | None, state: bytes) -> bool:
-        if hashlib.sha256(self.table.read_bytes()).hexdigest() != version:
+        if digest(self.table.read_bytes()) != version:
             return False  # a person saved it while the round judged
         if table is not None:
             write_atomically(self.table, table)
@@ -124,8 +125,6 @@ class ConfigMapStore:
 def in_cluster_client(api: str | None) -> tuple[str, httpx.Client]:
     """The API server's URL and a client for it: ``api`` as given (a test's, a proxy's), or
     the pod's own cluster, with its ServiceAccount token and CA."""
-    import os
-
     if api is not None:
         return api, httpx.Client(timeout=10)
     host, port = (

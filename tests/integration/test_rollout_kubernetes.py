@@ -158,6 +158,8 @@ def test_a_change_made_meanwhile_is_a_conflict_and_nothing_is_written(cluster: C
     refused = cluster.rollout()
     assert refused.returncode == 0, refused.stderr
     assert "changed while the round judged it" in refused.stderr
+    (said,) = [json.loads(line) for line in refused.stdout.splitlines()]
+    assert (said["action"], said["written"]) == ("promote", False)
     assert api.requests[-2:] == [("GET", 2), ("PUT", 2)]  # refused: the map is at 3 by then
     assert "catalog: 50, monolith: 50" in api.data["routes.yaml"]
     # The next round judges the map as it is now, and its write keeps the other change.

@@ -235,15 +235,20 @@ def test_a_restarted_controller_resumes_the_step_where_it_was(tmp_path: Path) ->
 
 
 def test_a_table_edited_during_the_round_is_left_for_the_next(tmp_path: Path) -> None:
-    table, controller, source, clock, _ = setup(tmp_path)
+    table, controller, source, clock, said = setup(tmp_path)
     controller.round()
     clock.now += 61
     healthy(source)
     edited = table.read_text().replace("# the new catalogue", "# the new catalogue, v2")
-    source.on_refresh = lambda: print(table.write_text(edited))  # a person saves meanwhile
+
+    def person_saves() -> None:
+        table.write_text(edited)
+
+    source.on_refresh = person_saves  # while the round judges
     (outcome,) = controller.round()
     assert outcome.action == "promote"
     assert table.read_text() == edited  # not overwritten with the judged bytes
+    assert json.loads(said[-1])["written"] is False  # and not said to have been
     source.on_refresh = lambda: None
     clock.now += 1
     (outcome,) = controller.round()
@@ -252,17 +257,23 @@ def test_a_table_edited_during_the_round_is_left_for_the_next(tmp_path: Path) ->
     assert "# the new catalogue, v2" in table.read_text()
 
 
-def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
+def test_a_dry_run_writes_nothing_and_plays_the_ramp_forward_in_memory(tmp_path: Path) -> None:
     table, controller, source, clock, said = setup(tmp_path)
     original = table.read_text()
     controller.round()  # a real controller began the step
     state = tmp_path / "routes.yaml.rollout.json"
     kept = state.read_bytes()
     controller.dry_run = True
-    clock.now += 61
-    healthy(source)
-    (outcome,) = controller.round()
-    assert outcome.action == "promote"
+    steps = []
+    for _ in range(2):
+        clock.now += 61
+        healthy(source)
+        (outcome,) = controller.round()
+        steps.append((outcome.action, outcome.before, outcome.after))
+    assert steps == [("promote", 5.0, 25.0), ("promote", 25.0, 50.0)]
     assert table.read_text() == original
     assert state.read_bytes() == kept
-    assert json.loads(said[-1])["dry_run"] is True
+    lines = [json.loads(line) for line in said]
+    assert [(d["action"], d["dry_run"], d["written"]) for d in lines] == [
+        ("hold", False, True), ("promote", True, False), ("promote", True, False),
+    ]  # fmt: skip
