@@ -27,8 +27,6 @@ class Rewrite:
     replacement: str = ""
     #: Template parts: literal text, or the name of a capture (its segments inserted).
     parts: tuple[tuple[bool, str], ...] = ()
-    #: The template as written, for explain.
-    text: str = ""
 
     def apply(self, path: str, captures: dict[str, str]) -> tuple[str, str | None]:
         """The path a url backend gets, and the ``X-Forwarded-Prefix`` it is told (the part of
@@ -55,7 +53,7 @@ def compile_rewrite(pattern: Pattern, prefix: str | None, template: str | None) 
             )
         replacement = _normal(prefix, "prefix")
         matched = "".join("/" + value for value in pattern.values)
-        return Rewrite(prefix=matched, replacement=replacement.rstrip("/"), text=prefix)
+        return Rewrite(prefix=matched, replacement=replacement.rstrip("/"))
     assert template is not None
     if not template.startswith("/"):
         raise ValueError("must start with '/'")
@@ -83,7 +81,7 @@ def compile_rewrite(pattern: Pattern, prefix: str | None, template: str | None) 
         parts.append((False, "/"))
     if not parts:
         parts.append((False, "/"))
-    return Rewrite(parts=tuple(_merged(parts)), text=template)
+    return Rewrite(parts=tuple(_merged(parts)))
 
 
 def _normal(path: str, key: str) -> str:

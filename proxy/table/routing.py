@@ -17,7 +17,7 @@ from proxy.table.backends import IDLE_TIMEOUT, MAX_TIMEOUT
 from proxy.table.fields import Field, Values
 from proxy.table.headermaps import read_header_map
 from proxy.table.model import WEIGHT_SCALE, Backend, Match, Rewrite, Route, Sticky
-from proxy.table.resilience import read_fallback, read_retries
+from proxy.table.resilience import DEFAULT_RESEND_BODY, read_fallback, read_retries
 from proxy.table.rollout import read_rollout
 from proxy.table.shadowing import read_shadow
 from proxy.table.values import NAME
@@ -245,7 +245,12 @@ def _read_route(
     sticky_key = got.key_node(_ROUTE_STICKY)
     if sticky_key is not None and _ROUTE_SPLIT not in got:
         reader.error(sticky_key, f"{where}.sticky: applies only to a route with a split")
-    fallback, fallback_statuses, resend_body, unsafe = None, frozenset[int](), 65536, False
+    fallback, fallback_statuses, resend_body, unsafe = (
+        None,
+        frozenset[int](),
+        DEFAULT_RESEND_BODY,
+        False,
+    )
     fallback_node = got.get(_ROUTE_FALLBACK)
     if fallback_node is not None:
         fallback, fallback_statuses, resend_body, unsafe = read_fallback(

@@ -26,7 +26,8 @@ BOUND = 64 * MiB
 
 async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
     """GET /big streams 1 GiB; POST /sink reads a body of any size and answers its length;
-    anything else answers a small body."""
+    anything else answers a small body. Under /new/ (the new service of a fall-through route)
+    it reads the body too and answers 404 with ``new:LENGTH``."""
     if scope["type"] != "http":
         return
     if scope["path"] == "/big":
@@ -47,11 +48,12 @@ async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
         received += len(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    body = str(received).encode()
+    new = scope["path"].startswith("/new/")
+    body = (b"new:" if new else b"") + str(received).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": 404 if new else 200,
             "headers": [(b"content-length", str(len(body)).encode())],
         }
     )
@@ -156,12 +158,13 @@ def test_rss_stays_flat_under_sustained_load(gateway: tuple[int, int]) -> None:
 
 @pytest.fixture
 def falling_back(tmp_path: Path) -> Iterator[tuple[int, int]]:
-    """The same, on a route with a fallback: request bodies up to max_body are kept whole."""
+    """The same, on a route that falls through to legacy: the new service (under /new/) answers
+    404, so request bodies up to max_body are kept whole and sent again to the old one."""
     servers = ThreadedServers({"upstream": upstream}).start()
     url = servers.url("upstream")
     config = write_table(
         tmp_path / "routes.yaml",
-        {"up": f"{{url: '{url}'}}", "old": f"{{url: '{url}', kind: legacy}}"},
+        {"up": f"{{url: '{url}/new'}}", "old": f"{{url: '{url}', kind: legacy}}"},
         "  - {name: all, match: {path: /}, backend: up,\n"
         "     fallback: {backend: old, statuses: [404], unsafe_methods: true}}",
     )
@@ -188,12 +191,15 @@ def test_kept_bodies_cost_at_most_max_body_each_and_larger_ones_stream(
         return reply.body
 
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        # Every one fell through, and the old service read the whole kept body again.
         assert set(pool.map(post, range(256))) == {b"65536"}
     # 64 in flight at once hold 4 MiB of kept bodies; their copies and buffers stay near it.
     kept = rss(pid, "VmHWM") - before
     assert kept < 16 * MiB, f"peak RSS grew by {kept / MiB:.1f} MiB for 64 kept bodies at once"
-    # A body past max_body is never kept: 500 MiB stream through as on any route.
+    # A body past max_body is never kept: 500 MiB stream through to the new service, whose 404
+    # is the answer (nothing could be sent again).
     reply = upload(port)
-    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert reply.startswith(b"HTTP/1.1 404 ")
+    assert reply.endswith(b"new:%d" % UPLOAD_BYTES)
     grown = rss(pid, "VmHWM") - before
     assert grown < BOUND, f"peak RSS grew by {grown / MiB:.1f} MiB"

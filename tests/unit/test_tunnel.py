@@ -122,8 +122,11 @@ async def test_a_closed_side_is_an_end_of_its_half(peers: Peers) -> None:
     # the tunnel ends when it closes too (a WebSocket client does, after the close frame).
     peers.upstream.close()
     assert await peers.eof(peers.client)
+    await asyncio.sleep(0.05)
+    assert not peers.tunnel.closed.done()  # only that half has ended
     peers.client.close()
     await asyncio.wait_for(peers.tunnel.closed, 5)
+    assert peers.tunnel.ended_by == "client"
 
 
 async def test_ending_it_closes_both_sides(peers: Peers) -> None:
